@@ -1,0 +1,1 @@
+"""Dataset builders, the demo, and accuracy/throughput benchmarks for copyspan."""

@@ -1,0 +1,168 @@
+"""Temporal alignment: turn a query x reference frame-similarity matrix into copied segments.
+
+The default is a temporal network (Tan et al., "Scalable detection of partial near-duplicate
+videos by visual-temporal consistency", ACM MM 2009): the strongest frame matches become graph
+nodes, edges join nodes that move forward in time on both axes within ``max_step`` frames, and
+the heaviest path is one copied segment. Paths are taken greedily, heaviest first. Allowing the
+reference to advance 0..max_step frames per query frame handles slow-downs, speed-ups up to
+``max_step``x and short gaps (dropped, inserted or unmatched frames).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.config import AlignConfig
+from pipeline.records import Segment
+
+
+@dataclass(frozen=True)
+class FrameBox:
+    """A copied segment in frame indexes (inclusive) with its mean similarity."""
+
+    q0: int
+    q1: int
+    r0: int
+    r1: int
+    score: float
+    length: int  # matched query frames on the path
+
+
+class Aligner(Protocol):
+    def __call__(self, sim: np.ndarray) -> list[FrameBox]:
+        """``sim`` is [Nq, Nr] float32; boxes are returned best first."""
+        ...
+
+
+class TemporalNetwork:
+    def __init__(self, config: AlignConfig):
+        self.config = config
+
+    def __call__(self, sim: np.ndarray) -> list[FrameBox]:
+        cfg = self.config
+        rows, cols, weights = _top_nodes(sim, cfg.top_k, cfg.min_sim)
+        alive = np.ones(len(rows), dtype=bool)
+        boxes: list[FrameBox] = []
+        by_row = _row_starts(rows, sim.shape[0])
+        for _ in range(4 * cfg.max_segments):
+            if len(boxes) >= cfg.max_segments or not alive.any():
+                break
+            score, parent = _longest_paths(rows, cols, weights, alive, by_row, cfg.max_step)
+            end = int(np.argmax(score))
+            if score[end] < cfg.min_length * cfg.min_score:
+                break  # no remaining path can satisfy both the length and the score floor
+            path = _backtrack(parent, end)
+            q0, q1 = int(rows[path[0]]), int(rows[path[-1]])
+            r0, r1 = int(cols[path].min()), int(cols[path].max())
+            # Retire every node inside the box, not just the path: parallel near-duplicate
+            # paths (static shots, repeated frames) would otherwise come back as extra segments.
+            inside = (rows >= q0) & (rows <= q1) & (cols >= r0) & (cols <= r1)
+            alive[inside] = False
+            alive[path] = False
+            box = FrameBox(q0, q1, r0, r1, float(weights[path].mean()), len(path))
+            if self._plausible(box) and not _mostly_covered(box, boxes):
+                boxes.append(box)
+        return sorted(boxes, key=lambda b: -b.score * b.length)
+
+    def _plausible(self, box: FrameBox) -> bool:
+        """Long enough, similar enough, and a playback speed a copy can have: a path that
+        stays on a few reference frames for many query frames is a static shot, not a copy."""
+        cfg = self.config
+        if box.length < cfg.min_length or box.score < cfg.min_score:
+            return False
+        q_len, r_len = box.q1 - box.q0 + 1, box.r1 - box.r0 + 1
+        # One frame of slack on each axis: spans are whole sampled frames.
+        return (r_len + 1) / q_len >= 1 / cfg.max_speed and (q_len + 1) / r_len >= 1 / cfg.max_speed
+
+
+def _mostly_covered(box: FrameBox, accepted: list[FrameBox]) -> bool:
+    """Half or more of the box's query span already explained by a stronger segment."""
+    covered = sum(max(0, min(box.q1, b.q1) - max(box.q0, b.q0) + 1) for b in accepted)
+    return covered >= 0.5 * (box.q1 - box.q0 + 1)
+
+
+def _top_nodes(sim: np.ndarray, top_k: int, min_sim: float):
+    """The ``top_k`` most similar reference frames of each query frame, above ``min_sim``."""
+    nq, nr = sim.shape
+    k = min(top_k, nr)
+    if nq == 0 or nr == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.float32)
+    top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    rows = np.repeat(np.arange(nq), k)
+    cols = top.reshape(-1)
+    weights = sim[rows, cols]
+    keep = weights >= min_sim
+    rows, cols, weights = rows[keep], cols[keep], weights[keep]
+    order = np.lexsort((cols, rows))  # by query frame, then reference frame
+    return rows[order], cols[order], weights[order].astype(np.float32)
+
+
+def _row_starts(rows: np.ndarray, nq: int) -> np.ndarray:
+    """``starts[i]:starts[i+1]`` are the nodes of query frame ``i``."""
+    return np.searchsorted(rows, np.arange(nq + 1))
+
+
+def _longest_paths(rows, cols, weights, alive, by_row, max_step):
+    """Heaviest path ending at each live node. A predecessor is 1..max_step query frames back
+    and 0..max_step reference frames back; dead nodes have score -inf."""
+    score = np.where(alive, weights, -np.inf).astype(np.float64)
+    parent = np.full(len(rows), -1, np.int64)
+    nq = len(by_row) - 1
+    for i in range(1, nq):
+        lo, hi = by_row[i], by_row[i + 1]
+        if lo == hi:
+            continue
+        plo = by_row[max(0, i - max_step)]
+        if plo == lo:
+            continue
+        here = np.arange(lo, hi)[alive[lo:hi]]
+        if len(here) == 0:
+            continue
+        preds = np.arange(plo, lo)
+        dj = cols[here][:, None] - cols[preds][None, :]
+        ok = (dj >= 0) & (dj <= max_step) & np.isfinite(score[preds])[None, :]
+        candidate = np.where(ok, score[preds][None, :], -np.inf)
+        best = np.argmax(candidate, axis=1)
+        best_score = candidate[np.arange(len(here)), best]
+        extend = best_score > 0
+        score[here[extend]] += best_score[extend]
+        parent[here[extend]] = preds[best[extend]]
+    return score, parent
+
+
+def _backtrack(parent: np.ndarray, end: int) -> np.ndarray:
+    path = [end]
+    while parent[path[-1]] >= 0:
+        path.append(int(parent[path[-1]]))
+    return np.array(path[::-1], dtype=np.int64)
+
+
+ALIGNERS = {"tn": TemporalNetwork}
+
+
+def make_aligner(config: AlignConfig) -> Aligner:
+    return ALIGNERS[config.method](config)
+
+
+def boxes_to_segments(
+    boxes: list[FrameBox],
+    q_starts: np.ndarray,
+    q_ends: np.ndarray,
+    r_starts: np.ndarray,
+    r_ends: np.ndarray,
+) -> list[Segment]:
+    """Frame boxes to seconds, using the span each frame stands for."""
+    return [
+        Segment(
+            query_start=float(q_starts[b.q0]),
+            query_end=float(q_ends[b.q1]),
+            reference_start=float(r_starts[b.r0]),
+            reference_end=float(r_ends[b.r1]),
+            score=b.score,
+        )
+        for b in boxes
+    ]

@@ -1,0 +1,177 @@
+"""The typed configuration tree, loaded from YAML and validated once.
+
+``configs/default.yaml`` holds every default; a user file is merged over it. Unknown keys and
+wrongly typed values are a ``ConfigError`` so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    backend: str
+    fps: float
+    short_side: int
+    max_duration_s: float
+    max_pixels: int
+    max_file_bytes: int
+    batch_frames: int
+
+    def validate(self) -> None:
+        _check(self.backend in ("decord", "pyav"), "decode.backend must be decord or pyav")
+        _check(0 < self.fps <= 30, "decode.fps must be in (0, 30]")
+        _check(32 <= self.short_side <= 1024, "decode.short_side must be in [32, 1024]")
+        _check(self.max_duration_s > 0 and self.max_pixels > 0, "decode limits must be > 0")
+        _check(self.batch_frames > 0, "decode.batch_frames must be > 0")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    model: str
+    torchscript_path: str | None
+    batch_size: int
+    threads: int
+
+    def validate(self) -> None:
+        _check(
+            self.model in ("sscd", "sscd_distilled", "torchscript"),
+            "embed.model must be sscd, sscd_distilled or torchscript",
+        )
+        _check(
+            self.model != "torchscript" or bool(self.torchscript_path),
+            "embed.torchscript_path is required when embed.model is torchscript",
+        )
+        _check(self.batch_size > 0 and self.threads >= 0, "embed.batch_size/threads invalid")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    knn_k: int
+    candidate_min_sim: float
+    max_candidates: int
+
+    def validate(self) -> None:
+        _check(self.knn_k > 0 and self.max_candidates > 0, "search.knn_k/max_candidates > 0")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    method: str
+    min_sim: float
+    top_k: int
+    max_step: int
+    min_length: int
+    min_score: float
+    max_segments: int
+    max_speed: float
+
+    def validate(self) -> None:
+        _check(self.method in ("tn",), "align.method must be tn")
+        _check(self.max_speed >= 1, "align.max_speed must be >= 1")
+        _check(self.top_k > 0 and self.max_step > 0, "align.top_k/max_step must be > 0")
+        _check(self.min_length >= 1 and self.max_segments >= 1, "align.min_length/max_segments")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    kind: str
+
+    def validate(self) -> None:
+        _check(self.kind == "flat", "index.kind must be flat")
+
+
+@dataclass(frozen=True)
+class Config:
+    decode: DecodeConfig
+    embed: EmbedConfig
+    search: SearchConfig
+    align: AlignConfig
+    index: IndexConfig
+
+    def validate(self) -> None:
+        for field in dataclasses.fields(self):
+            getattr(self, field.name).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any], where: str = "") -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if key not in base:
+            raise ConfigError(f"unknown config key {where}{key}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {where}{key} must be a mapping")
+            merged[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _coerce(kind: Any, value: Any, name: str) -> Any:
+    """Check ``value`` against a field annotation; ints are accepted where floats are wanted."""
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, f"{name}.")
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if option in (int, str, bool) and type(value) is option:
+            return value
+    raise ConfigError(f"config key {name} has a value of the wrong type: {value!r}")
+
+
+def _build(cls: type, data: Any, where: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {where or 'root'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        if field.name not in data:
+            raise ConfigError(f"config key {where}{field.name} is missing")
+        kwargs[field.name] = _coerce(hints[field.name], data[field.name], where + field.name)
+    return cls(**kwargs)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults from ``configs/default.yaml``, then the file at ``path``, then ``overrides``."""
+    data = _read_yaml(DEFAULT_CONFIG)
+    if path is not None:
+        data = _merge(data, _read_yaml(Path(path)))
+    if overrides:
+        data = _merge(data, overrides)
+    config = _build(Config, data)
+    config.validate()
+    return config

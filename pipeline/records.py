@@ -1,0 +1,117 @@
+"""Domain records passed between stages. Shapes are checked on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class SampledFrames:
+    """Frames sampled from one video at a fixed rate, by presentation time."""
+
+    path: str
+    frames: np.ndarray  # [N, H, W, 3] uint8 RGB
+    times: np.ndarray  # [N] float64: the moment each frame was sampled for
+    starts: np.ndarray  # [N] float64: start of the span of video each frame stands for
+    ends: np.ndarray  # [N] float64: end of that span (spans tile [0, duration])
+    duration: float
+    native_fps: float
+    width: int  # source width and height, before resizing
+    height: int
+
+    def __post_init__(self) -> None:
+        n = len(self.times)
+        if self.frames.ndim != 4 or self.frames.shape[0] != n or self.frames.shape[3] != 3:
+            raise ValueError(f"frames must be [N, H, W, 3]; got {self.frames.shape} for N={n}")
+        if self.frames.dtype != np.uint8:
+            raise ValueError("frames must be uint8")
+        if self.starts.shape != (n,) or self.ends.shape != (n,):
+            raise ValueError("starts/ends must be [N]")
+
+
+@dataclass
+class VideoFeatures:
+    """Frame descriptors of one video and the time span each descriptor covers."""
+
+    video_id: str
+    path: str
+    duration: float
+    embeddings: np.ndarray  # [N, D] float32, L2-normalised rows
+    starts: np.ndarray  # [N] float64 seconds
+    ends: np.ndarray  # [N] float64 seconds
+    model: str
+    fps: float = 1.0  # sampling rate the descriptors were taken at
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    def __post_init__(self) -> None:
+        n = self.embeddings.shape[0]
+        if self.embeddings.ndim != 2:
+            raise ValueError(f"embeddings must be [N, D]; got {self.embeddings.shape}")
+        if self.starts.shape != (n,) or self.ends.shape != (n,):
+            raise ValueError("starts/ends must be [N] matching embeddings")
+        self.embeddings = np.ascontiguousarray(self.embeddings, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return self.embeddings.shape[0]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A copied span: [query_start, query_end] of the query copies the reference span."""
+
+    query_start: float
+    query_end: float
+    reference_start: float
+    reference_end: float
+    score: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "query_start": round(self.query_start, 3),
+            "query_end": round(self.query_end, 3),
+            "reference_start": round(self.reference_start, 3),
+            "reference_end": round(self.reference_end, 3),
+            "score": round(self.score, 4),
+        }
+
+
+@dataclass
+class Match:
+    reference_id: str
+    reference_path: str
+    score: float
+    segments: list[Segment]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference_id": self.reference_id,
+            "reference_path": self.reference_path,
+            "score": round(self.score, 4),
+            "segments": [s.to_dict() for s in self.segments],
+        }
+
+
+@dataclass
+class QueryResult:
+    """The product's query result (DESIGN.md contract); ``error`` set when the input failed."""
+
+    query_id: str
+    query_path: str
+    duration: float | None
+    matches: list[Match] = field(default_factory=list)
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "query": {"id": self.query_id, "path": self.query_path, "duration": self.duration},
+            "matches": [m.to_dict() for m in self.matches],
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        if self.timings:
+            out["timings"] = {k: round(v, 4) for k, v in self.timings.items()}
+        return out

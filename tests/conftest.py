@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from benchmarks import footage
+from pipeline.config import Config, load_config
+
+
+@pytest.fixture(scope="session")
+def config() -> Config:
+    return load_config()
+
+
+@pytest.fixture(scope="session")
+def clips() -> dict[str, Path]:
+    """Real footage (fetched once into .cache/footage)."""
+    return footage.clips()
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Path]:
+    return footage.photos()
+
+
+@pytest.fixture(scope="session")
+def detector(config):
+    from pipeline.detector import CopyDetector
+
+    return CopyDetector(config)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_faiss_loader():
+    logging.getLogger("faiss").setLevel(logging.WARNING)

@@ -1,0 +1,52 @@
+"""Test-data makers: real encoders (PyAV, ffmpeg) writing real files."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from benchmarks.edits import run_ffmpeg
+
+
+def level_for(second: float) -> int:
+    """Grey level that encodes which second of a timing clip a frame belongs to."""
+    return 30 + 25 * int(np.floor(second + 1e-9))
+
+
+def write_timed_clip(path: Path, frame_times: list[float], size=(160, 120)) -> Path:
+    """Encode grey frames whose level says their second, at exactly the given times (VFR ok)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        stream.options = {"crf": "10", "bf": "0"}
+        for t in frame_times:
+            image = np.full((size[1], size[0], 3), level_for(t), np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = round(t * 1000)
+            frame.time_base = Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def cfr_times(duration: float, fps: float) -> list[float]:
+    return [i / fps for i in range(round(duration * fps))]
+
+
+def vfr_times() -> list[float]:
+    """30 fps for 2 s, 2 fps for 4 s, 30 fps for 2 s: average-fps indexing lands seconds off."""
+    fast = [i / 30 for i in range(60)]
+    slow = [2 + i / 2 for i in range(8)]
+    return fast + slow + [6 + i / 30 for i in range(60)]
+
+
+def write_audio_only(path: Path) -> Path:
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", str(path)])
+    return path

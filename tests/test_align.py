@@ -1,0 +1,98 @@
+"""Temporal-network alignment on synthetic similarity matrices with planted copies."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipeline.align import FrameBox, TemporalNetwork, boxes_to_segments
+
+
+def _noise(nq: int, nr: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-0.05, 0.25, size=(nq, nr)).astype(np.float32)
+
+
+def _plant(sim: np.ndarray, q0: int, r0: int, length: int, speed: float = 1.0, level=0.8):
+    """Query frame q0+i copies reference frame r0 + i*speed (speed > 1: the query is faster)."""
+    for i in range(length):
+        j = r0 + round(i * speed)
+        sim[q0 + i, j] = level
+        if j + 1 < sim.shape[1]:
+            sim[q0 + i, j + 1] = max(sim[q0 + i, j + 1], level - 0.25)
+    return sim
+
+
+@pytest.fixture
+def tn(config):
+    return TemporalNetwork(config.align)
+
+
+def _only(boxes: list[FrameBox]) -> FrameBox:
+    assert len(boxes) == 1, boxes
+    return boxes[0]
+
+
+def test_identity_speed(tn):
+    box = _only(tn(_plant(_noise(60, 80), 10, 30, 20)))
+    assert (box.q0, box.q1, box.r0, box.r1) == (10, 29, 30, 49)
+    assert box.score > 0.7
+
+
+@pytest.mark.parametrize("speed", [0.5, 1.5, 2.0])
+def test_speed_changes(tn, speed):
+    box = _only(tn(_plant(_noise(60, 120), 5, 20, 24, speed=speed)))
+    assert (box.q0, box.q1) == (5, 28)
+    assert box.r0 == 20
+    assert abs(box.r1 - (20 + round(23 * speed))) <= 1
+
+
+def test_gap_inside_copy_is_bridged(tn):
+    sim = _plant(_noise(60, 80), 10, 20, 20)
+    sim[18:20, :] = _noise(2, 80, seed=3)  # two unmatched query frames (an inserted shot)
+    box = _only(tn(sim))
+    assert (box.q0, box.q1, box.r0, box.r1) == (10, 29, 20, 39)
+
+
+def test_two_segments(tn):
+    sim = _plant(_plant(_noise(80, 100), 5, 60, 15), 40, 10, 20)
+    boxes = sorted(tn(sim), key=lambda b: b.q0)
+    assert [(b.q0, b.q1, b.r0, b.r1) for b in boxes] == [(5, 19, 60, 74), (40, 59, 10, 29)]
+
+
+def test_no_copy(tn):
+    assert tn(_noise(50, 70)) == []
+
+
+def test_too_short_copy_is_ignored(config):
+    tn = TemporalNetwork(dataclasses.replace(config.align, min_length=5))
+    assert tn(_plant(_noise(40, 40), 3, 3, 3)) == []
+
+
+def test_empty_inputs(tn):
+    assert tn(np.zeros((0, 10), np.float32)) == []
+    assert tn(np.zeros((10, 0), np.float32)) == []
+
+
+def test_boxes_to_seconds_use_frame_spans():
+    starts, ends = np.arange(10.0), np.arange(10.0) + 1
+    (segment,) = boxes_to_segments([FrameBox(2, 5, 3, 6, 0.9, 4)], starts, ends, starts, ends)
+    assert (segment.query_start, segment.query_end) == (2.0, 6.0)
+    assert (segment.reference_start, segment.reference_end) == (3.0, 7.0)
+
+
+def test_static_shot_is_not_a_copy(tn):
+    """Many query frames on one or two reference frames (a still shot) is not a copy."""
+    sim = _noise(40, 60)
+    sim[5:25, 30] = 0.85
+    sim[5:25, 31] = 0.8
+    assert tn(sim) == []
+
+
+def test_parallel_duplicate_paths_are_reported_once(tn):
+    sim = _plant(_noise(60, 80), 10, 20, 20)
+    sim = _plant(sim, 10, 22, 20, level=0.7)  # a near-copy offset by two frames (slow pan)
+    box = _only(tn(sim))
+    assert (box.q0, box.q1) == (10, 29)

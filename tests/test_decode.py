@@ -1,0 +1,148 @@
+"""Decoding: frames sampled by presentation time on CFR and VFR files; bad input rejected."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from pipeline.decode import (
+    DecordReader,
+    PyAVReader,
+    decode_video,
+    pick_frames,
+    probe,
+    sample_grid,
+    target_size,
+)
+from pipeline.errors import InputError, VideoDecodeError
+from tests.helpers import cfr_times, level_for, vfr_times, write_audio_only, write_timed_clip
+
+
+def test_sample_grid_tiles_the_video():
+    centres, starts, ends = sample_grid(3.4, 1.0)
+    assert starts.tolist() == [0, 1, 2, 3]
+    assert ends.tolist() == pytest.approx([1, 2, 3, 3.4])
+    assert centres.tolist() == pytest.approx([0.5, 1.5, 2.5, 3.2])
+
+
+def test_pick_frames_takes_frame_on_screen_even_out_of_order():
+    times = np.array([0.0, 0.1, 0.067, 0.5, 2.0])
+    assert pick_frames(times, np.array([0.08, 0.3, 1.0, 5.0])).tolist() == [2, 1, 3, 4]
+
+
+def test_target_size_keeps_aspect_with_short_side():
+    assert target_size(1280, 720, 224) == (398, 224)
+    assert target_size(144, 176, 224) == (224, 274)
+
+
+def _levels(sampled) -> list[int]:
+    return [round(f.mean()) for f in sampled.frames]
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("fps", [1.0, 2.0])
+@pytest.mark.parametrize("kind", ["cfr", "vfr"])
+def test_frames_are_timed_by_presentation_time(tmp_path, config, backend, fps, kind):
+    times = cfr_times(8.0, 25) if kind == "cfr" else vfr_times()
+    clip = write_timed_clip(tmp_path / f"{kind}.mp4", times)
+    cfg = dataclasses.replace(config.decode, backend=backend, fps=fps)
+    sampled = decode_video(clip, cfg)
+    assert sampled.duration == pytest.approx(8.0, abs=0.05)
+    assert len(sampled.frames) == round(8 * fps)
+    expected = [level_for(c) for c in sampled.times]
+    assert np.allclose(_levels(sampled), expected, atol=4), (_levels(sampled), expected)
+    assert sampled.starts[0] == 0 and sampled.ends[-1] == pytest.approx(8.0, abs=0.05)
+
+
+def test_decord_reader_itself_times_vfr_correctly(tmp_path, config):
+    """decord (not the fallback) must get VFR right: we search its timestamps, not indexes."""
+    clip = write_timed_clip(tmp_path / "vfr.mp4", vfr_times())
+    info = probe(clip, config.decode)
+    sampled = DecordReader().sample(clip, info, config.decode)
+    assert _levels(sampled) == pytest.approx([level_for(c) for c in sampled.times], abs=4)
+
+
+def test_average_fps_indexing_would_be_wrong_on_the_vfr_clip():
+    """Guards the VFR fixture: it must defeat index = t * average_fps sampling."""
+    times = np.array(vfr_times())
+    average_fps = len(times) / 8.0
+    wrong = [level_for(times[min(len(times) - 1, round(t * average_fps))]) for t in (3.5, 4.5)]
+    assert wrong != [level_for(3.5), level_for(4.5)]
+
+
+def test_real_avi_with_broken_decord_timestamps_falls_back(clips, config):
+    """decord returns garbage timestamps on Megamind.avi; the result must still be true."""
+    sampled = decode_video(clips["Megamind"], config.decode)
+    reference = PyAVReader().sample(
+        clips["Megamind"], probe(clips["Megamind"], config.decode), config.decode
+    )
+    assert sampled.duration == pytest.approx(11.3, abs=0.1)
+    assert np.array_equal(sampled.frames, reference.frames)
+
+
+def test_backends_agree_on_real_footage(clips, config):
+    for name in ("bikes", "box", "vtest"):
+        a = decode_video(clips[name], config.decode)
+        b = decode_video(clips[name], dataclasses.replace(config.decode, backend="pyav"))
+        assert len(a.frames) == len(b.frames)
+        diff = np.abs(a.frames.astype(int) - b.frames.astype(int)).mean()
+        assert diff < 12, (name, diff)
+
+
+# ---- bad input ---------------------------------------------------------------------------
+
+
+def _reason(path, cfg) -> str:
+    with pytest.raises(VideoDecodeError) as info:
+        decode_video(path, cfg)
+    assert str(path) in str(info.value)
+    assert isinstance(info.value, InputError)
+    return info.value.reason
+
+
+def test_missing_and_empty_and_directory(tmp_path, config):
+    assert _reason(tmp_path / "nope.mp4", config.decode) == "file not found"
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    assert _reason(tmp_path / "empty.mp4", config.decode) == "empty file"
+    assert _reason(tmp_path, config.decode) == "not a regular file"
+
+
+def test_non_video_and_random_bytes(tmp_path, config):
+    (tmp_path / "notes.mp4").write_text("this is not a video\n" * 50)
+    assert _reason(tmp_path / "notes.mp4", config.decode) == "not a video or corrupt"
+    (tmp_path / "noise.avi").write_bytes(os.urandom(100_000))
+    assert _reason(tmp_path / "noise.avi", config.decode) == "not a video or corrupt"
+
+
+def test_audio_only(tmp_path, config):
+    path = write_audio_only(tmp_path / "tone.m4a")
+    assert _reason(path, config.decode) == "audio-only file"
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_truncated_real_clip(tmp_path, clips, config, backend):
+    data = clips["vtest"].read_bytes()
+    path = tmp_path / "cut.avi"
+    path.write_bytes(data[: len(data) // 2])
+    cfg = dataclasses.replace(config.decode, backend=backend)
+    assert _reason(path, cfg) in ("truncated video", "not a video or corrupt", "corrupt video")
+
+
+def test_truncated_mp4_without_index(tmp_path, clips, config):
+    data = clips["bikes"].read_bytes()
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(data[: len(data) // 3])
+    assert _reason(path, config.decode) in ("truncated video", "not a video or corrupt")
+
+
+def test_limits(tmp_path, config):
+    clip = write_timed_clip(tmp_path / "c.mp4", cfr_times(3.0, 10))
+    short = dataclasses.replace(config.decode, max_duration_s=1.0)
+    assert _reason(clip, short) == "duration over limit"
+    small = dataclasses.replace(config.decode, max_pixels=100 * 100)
+    assert _reason(clip, small) == "resolution over limit"
+    tiny = dataclasses.replace(config.decode, max_file_bytes=10)
+    assert _reason(clip, tiny) == "file too large"

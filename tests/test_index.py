@@ -1,0 +1,130 @@
+"""The reference index: persistence, idempotent adds, conflicts, removal, model checks, recovery."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.embed import l2_normalise
+from pipeline.errors import IdConflictError, ModelMismatchError, UnknownReferenceError
+from pipeline.index import ReferenceIndex
+from pipeline.records import VideoFeatures
+
+
+def _features(video_id: str, n: int, seed: int, model: str = "sscd") -> VideoFeatures:
+    rng = np.random.default_rng(seed)
+    starts = np.arange(n, dtype=np.float64)
+    return VideoFeatures(
+        video_id=video_id,
+        path=f"/refs/{video_id}.mp4",
+        duration=float(n),
+        embeddings=l2_normalise(rng.normal(size=(n, 512))),
+        starts=starts,
+        ends=starts + 1,
+        model=model,
+    )
+
+
+def _nearest(index: ReferenceIndex, vector: np.ndarray) -> tuple[str, int]:
+    _sims, nums, frames = index.search(vector[None, :], 1)
+    return index.by_num(int(nums[0, 0])).id, int(frames[0, 0])
+
+
+def test_round_trip_through_disk(tmp_path):
+    a, b = _features("a", 30, 1), _features("b", 12, 2)
+    with ReferenceIndex(tmp_path / "idx") as index:
+        assert index.add([(a, "sha-a"), (b, "sha-b")]) == ["add", "add"]
+    with ReferenceIndex(tmp_path / "idx", create=False) as index:
+        assert index.info()["references"] == 2 and index.info()["frames"] == 42
+        assert index.model == "sscd"
+        assert _nearest(index, a.embeddings[17]) == ("a", 17)
+        assert _nearest(index, b.embeddings[3]) == ("b", 3)
+        loaded = index.features(index.get("b"))
+        assert np.array_equal(loaded.embeddings, b.embeddings)
+        assert np.array_equal(loaded.starts, b.starts)
+    sidecar = json.loads((tmp_path / "idx" / "frames.json").read_text())
+    assert sidecar["vectors"] == 42 and sidecar["model"] == "sscd"
+
+
+def test_no_pickle_in_descriptor_files(tmp_path):
+    with ReferenceIndex(tmp_path) as index:
+        index.add([(_features("a", 5, 1), "x")])
+    (npz,) = (tmp_path / "vectors").glob("*.npz")
+    with np.load(npz, allow_pickle=False) as data:
+        assert set(data.files) == {"embeddings", "starts", "ends"}
+
+
+def test_same_content_twice_is_a_no_op(tmp_path):
+    with ReferenceIndex(tmp_path) as index:
+        index.add([(_features("a", 5, 1), "sha")])
+        assert index.add([(_features("a", 5, 1), "sha")]) == ["unchanged"]
+        assert index.add([(_features("copy-of-a", 5, 1), "sha")]) == ["duplicate"]
+        assert len(index) == 1 and index.info()["frames"] == 5
+
+
+def test_id_clash_needs_replace(tmp_path):
+    with ReferenceIndex(tmp_path) as index:
+        index.add([(_features("a", 5, 1), "old")])
+        new = _features("a", 8, 9)
+        with pytest.raises(IdConflictError):
+            index.add([(new, "new")])
+        assert index.get("a").sha256 == "old"
+        assert index.add([(new, "new")], replace=True) == ["replace"]
+        assert index.get("a").sha256 == "new" and index.info()["frames"] == 8
+        assert _nearest(index, new.embeddings[6]) == ("a", 6)
+
+
+def test_failed_batch_changes_nothing(tmp_path):
+    with ReferenceIndex(tmp_path) as index:
+        index.add([(_features("a", 5, 1), "a")])
+        with pytest.raises(IdConflictError):
+            index.add([(_features("b", 5, 2), "b"), (_features("a", 5, 3), "other")])
+        assert [r.id for r in index.references()] == ["a"]
+        assert index.search(_features("b", 5, 2).embeddings, 1)[1].ravel().tolist() == [1] * 5
+
+
+def test_remove(tmp_path):
+    with ReferenceIndex(tmp_path) as index:
+        a, b = _features("a", 5, 1), _features("b", 6, 2)
+        index.add([(a, "a"), (b, "b")])
+        index.remove(["a"])
+        assert [r.id for r in index.references()] == ["b"]
+        assert _nearest(index, a.embeddings[0])[0] == "b"  # a's frames are gone
+        assert len(list((tmp_path / "vectors").glob("*.npz"))) == 1
+        with pytest.raises(UnknownReferenceError):
+            index.remove(["missing"])
+    with ReferenceIndex(tmp_path) as index:
+        assert index.info()["frames"] == 6
+
+
+def test_other_model_is_refused(tmp_path):
+    with ReferenceIndex(tmp_path) as index:
+        index.add([(_features("a", 5, 1), "a")])
+        with pytest.raises(ModelMismatchError):
+            index.add([(_features("b", 5, 2, model="sscd_distilled"), "b")])
+        with pytest.raises(ModelMismatchError):
+            index.check_model("sscd_distilled")
+
+
+@pytest.mark.parametrize("damage", ["stale_sidecar", "missing_faiss"])
+def test_faiss_file_is_rebuilt_after_a_crash(tmp_path, damage):
+    a = _features("a", 7, 1)
+    with ReferenceIndex(tmp_path) as index:
+        index.add([(a, "a")])
+    if damage == "stale_sidecar":  # as if the process died after writing FAISS, before commit
+        sidecar = json.loads((tmp_path / "frames.json").read_text())
+        sidecar["generation"] += 1
+        (tmp_path / "frames.json").write_text(json.dumps(sidecar))
+    else:
+        (tmp_path / "frames.faiss").unlink()
+    with ReferenceIndex(tmp_path) as index:
+        assert _nearest(index, a.embeddings[4]) == ("a", 4)
+
+
+def test_opening_a_missing_index_for_reading_fails(tmp_path):
+    from pipeline.errors import ReferenceIndexError
+
+    with pytest.raises(ReferenceIndexError):
+        ReferenceIndex(tmp_path / "nothing", create=False)

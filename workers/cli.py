@@ -1,0 +1,259 @@
+"""The ``copyspan`` command: a thin shell over ``pipeline``.
+
+stdout carries results only (JSON lines with ``--json``); progress, logs and error reasons go to
+stderr. Exit status: 0 when every input succeeded, 1 when any input failed (each failure is still
+reported in its place and the others go on), 2 for a usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline.config import Config, load_config
+from pipeline.errors import CopyspanError, PermanentError
+from pipeline.records import QueryResult
+
+log = logging.getLogger("copyspan")
+
+VIDEO_SUFFIXES = {
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
+    ".3gp", ".ogv",
+}  # fmt: skip
+ADD_BATCH = 16  # references committed to the index per transaction
+
+
+def expand_inputs(paths: Iterable[str]) -> list[Path]:
+    """Files as given; folders recursively, keeping files with a video suffix."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(
+                sorted(
+                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+                )
+            )
+        else:
+            found.append(path)  # a missing file is reported by the decoder, in its place
+    return found
+
+
+def _progress(items: list, what: str, quiet: bool) -> Iterator:
+    return iter(
+        tqdm(items, desc=what, unit="video", file=sys.stderr, disable=quiet or len(items) < 2)
+    )
+
+
+def _emit(obj: dict, as_json: bool, human: str) -> None:
+    print(json.dumps(obj) if as_json else human, flush=True)
+
+
+def _human_result(result: QueryResult) -> str:
+    if result.error:
+        return f"{result.query_path}: ERROR {result.error}"
+    if not result.matches:
+        return f"{result.query_id}: no copy found"
+    lines = [f"{result.query_id}: {len(result.matches)} matching reference(s)"]
+    for match in result.matches:
+        lines.append(f"  {match.reference_id} (score {match.score:.2f})")
+        for s in match.segments:
+            lines.append(
+                f"    query {s.query_start:7.2f}-{s.query_end:7.2f}s  <-  reference "
+                f"{s.reference_start:7.2f}-{s.reference_end:7.2f}s  score {s.score:.2f}"
+            )
+    return "\n".join(lines)
+
+
+def _error_result(path: Path, exc: Exception) -> QueryResult:
+    from pipeline.detector import video_id_for
+
+    return QueryResult(video_id_for(path), str(path), None, error=str(exc))
+
+
+def _detector(config: Config):
+    from pipeline.detector import CopyDetector
+
+    return CopyDetector(config)
+
+
+def cmd_index_add(args, config: Config) -> int:
+    from pipeline.detector import video_id_for
+    from pipeline.index import ReferenceIndex, file_sha256
+
+    files = expand_inputs(args.paths)
+    if not files:
+        raise PermanentError("no video files found in the given paths")
+    detector = _detector(config)
+    failures = 0
+    with ReferenceIndex(args.index) as index:
+        index.check_model(detector.embedder.model_id)
+        pending: list[tuple] = []
+        seen_ids: dict[str, Path] = {}
+
+        def flush() -> None:
+            outcomes = index.add([(f, sha) for f, sha, _ in pending], replace=args.replace)
+            for (features, _, path), outcome in zip(pending, outcomes, strict=True):
+                report(path, features.video_id, outcome)
+            pending.clear()
+
+        def report(path: Path, video_id: str, status: str, error: str | None = None) -> None:
+            obj = {"id": video_id, "path": str(path), "status": status}
+            if error:
+                obj["error"] = error
+            _emit(
+                obj,
+                args.json,
+                f"{status:9s} {video_id}  {path}" + (f"  ({error})" if error else ""),
+            )
+
+        for path in _progress(files, "indexing", args.quiet):
+            video_id = video_id_for(path)
+            try:
+                if video_id in seen_ids:
+                    raise PermanentError(f"id {video_id!r} also given by {seen_ids[video_id]}")
+                sha = file_sha256(path) if path.is_file() else ""
+                plan = index.plan_add(video_id, sha, args.replace) if sha else "add"
+                if plan in ("unchanged", "duplicate"):
+                    report(path, video_id, plan)
+                    continue
+                features = detector.describe(path, video_id)
+                seen_ids[video_id] = path
+                pending.append((features, sha, path))
+                if len(pending) >= ADD_BATCH:
+                    flush()
+            except (CopyspanError, OSError) as exc:
+                failures += 1
+                log.error("%s", exc)
+                report(path, video_id, "failed", str(exc))
+        flush()
+        print(json.dumps(index.info()), file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_index_info(args, config: Config) -> int:
+    from pipeline.index import ReferenceIndex
+
+    with ReferenceIndex(args.index, create=False) as index:
+        info = index.info()
+        if args.json:
+            info["references_list"] = [
+                {"id": r.id, "path": r.path, "duration": r.duration, "frames": r.frames}
+                for r in index.references()
+            ]
+            print(json.dumps(info))
+        else:
+            for key, value in info.items():
+                print(f"{key}: {value}")
+            for ref in index.references():
+                print(f"  {ref.id}  {ref.duration:.1f}s  {ref.frames} frames  {ref.path}")
+    return 0
+
+
+def cmd_index_remove(args, config: Config) -> int:
+    from pipeline.index import ReferenceIndex
+
+    with ReferenceIndex(args.index, create=False) as index:
+        for video_id in index.remove(args.ids):
+            _emit({"id": video_id, "status": "removed"}, args.json, f"removed   {video_id}")
+    return 0
+
+
+def cmd_query(args, config: Config) -> int:
+    from pipeline.index import ReferenceIndex
+
+    files = expand_inputs(args.paths)
+    if not files:
+        raise PermanentError("no video files found in the given paths")
+    detector = _detector(config)
+    failures = 0
+    with ReferenceIndex(args.index, create=False) as index:
+        index.check_model(detector.embedder.model_id)
+        for path in _progress(files, "querying", args.quiet):
+            try:
+                result = detector.query(path, index)
+            except (PermanentError, OSError) as exc:
+                failures += 1
+                log.error("%s", exc)
+                result = _error_result(path, exc)
+            _emit(result.to_dict(), args.json, _human_result(result))
+    return 1 if failures else 0
+
+
+def cmd_match(args, config: Config) -> int:
+    detector = _detector(config)
+    try:
+        result = detector.match(args.query, args.reference)
+    except (PermanentError, OSError) as exc:
+        log.error("%s", exc)
+        result = _error_result(Path(args.query), exc)
+        _emit(result.to_dict(), args.json, _human_result(result))
+        return 1
+    _emit(result.to_dict(), args.json, _human_result(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="copyspan", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="YAML file merged over configs/default.yaml")
+    common.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    index = commands.add_parser("index", help="manage the reference index")
+    index_commands = index.add_subparsers(dest="index_command", required=True)
+    add = index_commands.add_parser("add", parents=[common], help="add reference videos")
+    add.add_argument("paths", nargs="+", help="video files or folders (recursive)")
+    add.add_argument("--index", required=True, help="index directory (created if missing)")
+    add.add_argument("--replace", action="store_true", help="replace an id's older content")
+    add.set_defaults(handler=cmd_index_add)
+    info = index_commands.add_parser("info", parents=[common], help="describe the index")
+    info.add_argument("--index", required=True)
+    info.set_defaults(handler=cmd_index_info)
+    remove = index_commands.add_parser("remove", parents=[common], help="remove references")
+    remove.add_argument("ids", nargs="+")
+    remove.add_argument("--index", required=True)
+    remove.set_defaults(handler=cmd_index_remove)
+
+    query = commands.add_parser("query", parents=[common], help="find copies of references")
+    query.add_argument("paths", nargs="+", help="query video files or folders")
+    query.add_argument("--index", required=True)
+    query.set_defaults(handler=cmd_query)
+
+    match = commands.add_parser("match", parents=[common], help="compare two videos directly")
+    match.add_argument("query")
+    match.add_argument("reference")
+    match.set_defaults(handler=cmd_match)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("faiss").setLevel(max(level, logging.WARNING))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        config = load_config(args.config)
+        return args.handler(args, config)
+    except CopyspanError as exc:
+        print(f"copyspan: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
