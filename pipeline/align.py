@@ -63,25 +63,23 @@ class TemporalNetwork:
             alive[inside] = False
             alive[path] = False
             box = FrameBox(q0, q1, r0, r1, float(weights[path].mean()), len(path))
-            if self._plausible(box) and not _mostly_covered(box, boxes):
+            if _acceptable(box, boxes, cfg):
                 boxes.append(box)
         return sorted(boxes, key=lambda b: -b.score * b.length)
 
-    def _plausible(self, box: FrameBox) -> bool:
-        """Long enough, similar enough, and a playback speed a copy can have: a path that
-        stays on a few reference frames for many query frames is a static shot, not a copy."""
-        cfg = self.config
-        if box.length < cfg.min_length or box.score < cfg.min_score:
-            return False
-        q_len, r_len = box.q1 - box.q0 + 1, box.r1 - box.r0 + 1
-        # One frame of slack on each axis: spans are whole sampled frames.
-        return (r_len + 1) / q_len >= 1 / cfg.max_speed and (q_len + 1) / r_len >= 1 / cfg.max_speed
 
-
-def _mostly_covered(box: FrameBox, accepted: list[FrameBox]) -> bool:
-    """Half or more of the box's query span already explained by a stronger segment."""
+def _acceptable(box: FrameBox, accepted: list[FrameBox], cfg: AlignConfig) -> bool:
+    """Long enough, similar enough, at a playback speed a copy can have (a path that stays on a
+    few reference frames for many query frames is a static shot, not a copy), and not half
+    explained already by a stronger segment."""
+    if box.length < cfg.min_length or box.score < cfg.min_score:
+        return False
+    q_len, r_len = box.q1 - box.q0 + 1, box.r1 - box.r0 + 1
+    # One frame of slack on each axis: spans are whole sampled frames.
+    if (r_len + 1) * cfg.max_speed < q_len or (q_len + 1) * cfg.max_speed < r_len:
+        return False
     covered = sum(max(0, min(box.q1, b.q1) - max(box.q0, b.q0) + 1) for b in accepted)
-    return covered >= 0.5 * (box.q1 - box.q0 + 1)
+    return covered < 0.5 * q_len
 
 
 def _top_nodes(sim: np.ndarray, top_k: int, min_sim: float):
@@ -141,7 +139,109 @@ def _backtrack(parent: np.ndarray, end: int) -> np.ndarray:
     return np.array(path[::-1], dtype=np.int64)
 
 
-ALIGNERS = {"tn": TemporalNetwork}
+class HoughVoting:
+    """Baseline: matched frames vote for a time offset (reference - query); the strongest
+    offsets, split where matches stop for more than ``max_step`` frames, are segments. Cheap,
+    but assumes the copy plays at the original speed."""
+
+    def __init__(self, config: AlignConfig):
+        self.config = config
+
+    def __call__(self, sim: np.ndarray) -> list[FrameBox]:
+        cfg = self.config
+        rows, cols, weights = _top_nodes(sim, cfg.top_k, cfg.min_sim)
+        offsets = cols - rows
+        alive = np.ones(len(rows), dtype=bool)
+        boxes: list[FrameBox] = []
+        while alive.any() and len(boxes) < cfg.max_segments:
+            lo = offsets[alive].min()
+            votes = np.bincount(offsets[alive] - lo, weights=weights[alive])
+            smoothed = np.convolve(votes, np.ones(3), mode="same")  # a frame of jitter
+            best = int(np.argmax(smoothed)) + lo
+            members = np.flatnonzero(alive & (np.abs(offsets - best) <= 1))
+            alive[members] = False
+            for run in _runs(members[np.argsort(rows[members], kind="stable")], rows, cfg.max_step):
+                box = _box(rows, cols, weights, run)
+                if _acceptable(box, boxes, cfg):
+                    boxes.append(box)
+        return sorted(boxes, key=lambda b: -b.score * b.length)
+
+
+class DynamicProgramming:
+    """Baseline: local alignment (Smith-Waterman) of the similarity matrix with gap penalties,
+    repeated with found boxes masked. Monotone paths only; speed changes cost gaps."""
+
+    gap = 0.1
+
+    def __init__(self, config: AlignConfig):
+        self.config = config
+
+    def __call__(self, sim: np.ndarray) -> list[FrameBox]:
+        cfg = self.config
+        gain = (sim - cfg.min_sim).astype(np.float64)
+        boxes: list[FrameBox] = []
+        for _ in range(4 * cfg.max_segments):
+            if len(boxes) >= cfg.max_segments or gain.size == 0:
+                break
+            table = self._table(gain)
+            i, j = np.unravel_index(int(np.argmax(table)), table.shape)
+            if table[i, j] <= 0:
+                break
+            path = self._trace(table, gain, i, j)
+            q = np.array([p[0] for p in path])
+            r = np.array([p[1] for p in path])
+            box = FrameBox(
+                int(q.min()), int(q.max()), int(r.min()), int(r.max()),
+                float(sim[q, r].mean()), len(set(q.tolist())),
+            )  # fmt: skip
+            gain[box.q0 : box.q1 + 1, box.r0 : box.r1 + 1] = -1.0
+            if _acceptable(box, boxes, cfg):
+                boxes.append(box)
+        return sorted(boxes, key=lambda b: -b.score * b.length)
+
+    def _table(self, gain: np.ndarray) -> np.ndarray:
+        nq, nr = gain.shape
+        table = np.zeros((nq + 1, nr + 1))
+        ramp = self.gap * np.arange(nr + 1)
+        for i in range(1, nq + 1):
+            best = np.zeros(nr + 1)
+            best[1:] = np.maximum(table[i - 1, :-1] + gain[i - 1], table[i - 1, 1:] - self.gap)
+            best = np.maximum(best, 0.0)
+            # A horizontal gap run: table[i, j] = max_k best[k] - gap * (j - k).
+            table[i] = np.maximum.accumulate(best + ramp) - ramp
+        return table[1:, 1:]
+
+    def _trace(self, table: np.ndarray, gain: np.ndarray, i: int, j: int) -> list[tuple[int, int]]:
+        path = []
+        while i >= 0 and j >= 0 and table[i, j] > 0:
+            diagonal = (table[i - 1, j - 1] if i and j else 0.0) + gain[i, j]
+            if np.isclose(table[i, j], diagonal):
+                path.append((i, j))
+                i, j = i - 1, j - 1
+            elif i and np.isclose(table[i, j], table[i - 1, j] - self.gap):
+                i -= 1
+            else:
+                j -= 1
+        return path[::-1]
+
+
+def _runs(members: np.ndarray, rows: np.ndarray, max_step: int) -> list[np.ndarray]:
+    """Split nodes (sorted by query frame) where the query jumps more than ``max_step``."""
+    if len(members) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows[members]) > max_step) + 1
+    return np.split(members, breaks)
+
+
+def _box(rows, cols, weights, nodes) -> FrameBox:
+    return FrameBox(
+        int(rows[nodes].min()), int(rows[nodes].max()),
+        int(cols[nodes].min()), int(cols[nodes].max()),
+        float(weights[nodes].mean()), len(set(rows[nodes].tolist())),
+    )  # fmt: skip
+
+
+ALIGNERS = {"tn": TemporalNetwork, "hv": HoughVoting, "dp": DynamicProgramming}
 
 
 def make_aligner(config: AlignConfig) -> Aligner:

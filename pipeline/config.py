@@ -79,7 +79,7 @@ class AlignConfig:
     max_speed: float
 
     def validate(self) -> None:
-        _check(self.method in ("tn",), "align.method must be tn")
+        _check(self.method in ("tn", "hv", "dp"), "align.method must be tn, hv or dp")
         _check(self.max_speed >= 1, "align.max_speed must be >= 1")
         _check(self.top_k > 0 and self.max_step > 0, "align.top_k/max_step must be > 0")
         _check(self.min_length >= 1 and self.max_segments >= 1, "align.min_length/max_segments")

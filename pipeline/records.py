@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.metric import Box
 
 
 @dataclass
@@ -104,6 +107,17 @@ class QueryResult:
     matches: list[Match] = field(default_factory=list)
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+
+    def segment_boxes(self) -> list[Box]:
+        """Every segment as a row of the segment CSV."""
+        from pipeline.metric import Box
+
+        return [
+            Box(self.query_id, m.reference_id, s.query_start, s.query_end,
+                s.reference_start, s.reference_end, s.score)
+            for m in self.matches
+            for s in m.segments
+        ]  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

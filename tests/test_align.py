@@ -96,3 +96,16 @@ def test_parallel_duplicate_paths_are_reported_once(tn):
     sim = _plant(sim, 10, 22, 20, level=0.7)  # a near-copy offset by two frames (slow pan)
     box = _only(tn(sim))
     assert (box.q0, box.q1) == (10, 29)
+
+
+@pytest.mark.parametrize("method", ["hv", "dp"])
+def test_baselines_find_planted_copies(config, method):
+    from pipeline.align import make_aligner
+
+    aligner = make_aligner(dataclasses.replace(config.align, method=method))
+    sim = _plant(_plant(_noise(80, 100), 5, 60, 15), 40, 10, 20)
+    boxes = sorted(aligner(sim), key=lambda b: b.q0)
+    found = np.array([(b.q0, b.q1, b.r0, b.r1) for b in boxes])
+    assert found.shape == (2, 4)
+    assert np.abs(found - [(5, 19, 60, 74), (40, 59, 10, 29)]).max() <= 1  # baselines: +-1 frame
+    assert aligner(_noise(50, 70)) == []

@@ -173,6 +173,7 @@ def cmd_query(args, config: Config) -> int:
         raise PermanentError("no video files found in the given paths")
     detector = _detector(config)
     failures = 0
+    segments = []
     with ReferenceIndex(args.index, create=False) as index:
         index.check_model(detector.embedder.model_id)
         for path in _progress(files, "querying", args.quiet):
@@ -182,7 +183,12 @@ def cmd_query(args, config: Config) -> int:
                 failures += 1
                 log.error("%s", exc)
                 result = _error_result(path, exc)
+            segments.extend(result.segment_boxes())
             _emit(result.to_dict(), args.json, _human_result(result))
+    if args.csv:
+        from pipeline.metric import write_segments
+
+        write_segments(args.csv, segments)
     return 1 if failures else 0
 
 
@@ -196,6 +202,21 @@ def cmd_match(args, config: Config) -> int:
         _emit(result.to_dict(), args.json, _human_result(result))
         return 1
     _emit(result.to_dict(), args.json, _human_result(result))
+    return 0
+
+
+def cmd_eval(args, config: Config) -> int:
+    from pipeline.metric import evaluate, read_segments
+
+    figures = evaluate(read_segments(args.gt), read_segments(args.pred))
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    for key, value in figures.items():
+        if key != "per_edit":
+            print(f"{key:40s} {value:.4f}" if isinstance(value, float) else f"{key:40s} {value}")
+    for edit, row in figures.get("per_edit", {}).items():
+        print(f"  {edit:20s} F1 {row['f1']:.3f}  P {row['precision']:.3f}  R {row['recall']:.3f}")
     return 0
 
 
@@ -226,12 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     query = commands.add_parser("query", parents=[common], help="find copies of references")
     query.add_argument("paths", nargs="+", help="query video files or folders")
     query.add_argument("--index", required=True)
+    query.add_argument("--csv", help="also write every segment to this segment CSV (for eval)")
     query.set_defaults(handler=cmd_query)
 
     match = commands.add_parser("match", parents=[common], help="compare two videos directly")
     match.add_argument("query")
     match.add_argument("reference")
     match.set_defaults(handler=cmd_match)
+
+    evaluation = commands.add_parser("eval", parents=[common], help="segment metric of a run")
+    evaluation.add_argument("--gt", required=True, help="ground-truth segment CSV")
+    evaluation.add_argument("--pred", required=True, help="predicted segment CSV")
+    evaluation.set_defaults(handler=cmd_eval)
     return parser
 
 
