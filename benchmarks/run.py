@@ -1,0 +1,320 @@
+"""The copy-detection benchmark: copyspan, its alignment baselines and peers, in one run.
+
+    python -m benchmarks.run --seed 2            # builds data/bench-seed2 if missing
+    python -m benchmarks.run --seed 2 --no-peers # copyspan and baselines only
+
+Measures, on the same data and machine: copyspan (temporal network), Hough voting and dynamic
+programming on the same SSCD features, provena-audit and vPDQ (installed into their own venv by
+benchmarks/setup_peers.sh), and decode-only throughput of the query files with copyspan's
+decoder, so copyspan's speed is reported as a ratio measured in the same run. The table is
+written into benchmarks/RESULTS.md between markers named after the run's tag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.build_dataset import build
+from pipeline.config import Config, load_config
+from pipeline.decode import decode_video
+from pipeline.detector import CopyDetector
+from pipeline.index import ReferenceIndex, file_sha256
+from pipeline.metric import Box, evaluate, read_segments
+from pipeline.records import VideoFeatures
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+PEERS_PYTHON = REPO / ".cache" / "peers-venv" / "bin" / "python"
+
+
+@dataclass
+class MethodRun:
+    name: str
+    boxes: list[Box]
+    seconds: float  # wall time for the queries (and for peers, their indexing too)
+    note: str = ""
+    figures: dict = field(default_factory=dict)
+
+
+def videos(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file())
+
+
+def decode_only(paths: list[Path], config: Config) -> tuple[float, float]:
+    """(video seconds, wall seconds) to decode and sample the files, nothing else."""
+    started, total = time.perf_counter(), 0.0
+    for path in paths:
+        total += decode_video(path, config.decode).duration
+    return total, time.perf_counter() - started
+
+
+def run_copyspan(data: Path, config: Config, work: Path) -> tuple[list[MethodRun], dict]:
+    detector = CopyDetector(config)
+    index = ReferenceIndex(work / "index")
+    started = time.perf_counter()
+    items = [(detector.describe(p), file_sha256(p)) for p in videos(data / "references")]
+    index.add(items)
+    index_seconds = time.perf_counter() - started
+    durations = {f.video_id: f.duration for f, _ in items}
+
+    features: list[VideoFeatures] = []
+    boxes: list[Box] = []
+    stage = {"decode": 0.0, "embed": 0.0, "search": 0.0, "align": 0.0}
+    started = time.perf_counter()
+    for path in videos(data / "queries"):
+        query = detector.describe(path)
+        result = detector.query_features(query, index)
+        features.append(query)
+        boxes.extend(result.segment_boxes())
+        for key in stage:
+            stage[key] += result.timings.get(key, 0.0)
+    query_seconds = time.perf_counter() - started
+    durations.update({f.video_id: f.duration for f in features})
+    runs = [MethodRun("copyspan (SSCD + temporal network)", boxes, query_seconds)]
+
+    for method, label in (("hv", "Hough voting"), ("dp", "dynamic programming")):
+        variant = dataclasses.replace(
+            config, align=dataclasses.replace(config.align, method=method)
+        )
+        baseline = CopyDetector(variant, embedder=detector.embedder)
+        started = time.perf_counter()
+        method_boxes = [
+            b for q in features for b in baseline.query_features(q, index).segment_boxes()
+        ]
+        align_seconds = time.perf_counter() - started
+        # Same decode and embedding as copyspan; only search and alignment differ.
+        seconds = stage["decode"] + stage["embed"] + align_seconds
+        runs.append(MethodRun(f"SSCD + {label} (baseline)", method_boxes, seconds))
+    index.close()
+    info = {
+        "index_seconds": index_seconds,
+        "stage_seconds": stage,
+        "durations": durations,
+        "query_video_seconds": sum(f.duration for f in features),
+        "reference_video_seconds": sum(f.duration for f, _ in items),
+    }
+    return runs, info
+
+
+LOOKUP_HEADER = re.compile(r"^(?P<path>.+): (?P<count>\d+) match")
+LOOKUP_MATCH = re.compile(
+    r"^\s+\[[^\]]*\]\s+(?P<name>.+?)\s+(?P<r0>[\d.]+)-(?P<r1>[\d.]+)s\s+"
+    r"\(clip (?P<q0>[\d.]+)-(?P<q1>[\d.]+)s, (?P<votes>\d+) votes\)"
+)
+
+
+def parse_provena_lookup(text: str) -> list[Box]:
+    """Boxes from ``provena-audit lookup`` output (reference range, then the clip's range)."""
+    boxes, query = [], None
+    for line in text.splitlines():
+        header = LOOKUP_HEADER.match(line)
+        if header:
+            query = Path(header["path"]).stem
+            continue
+        match = LOOKUP_MATCH.match(line)
+        if match and query:
+            boxes.append(
+                Box(query, Path(match["name"]).stem, float(match["q0"]), float(match["q1"]),
+                    float(match["r0"]), float(match["r1"]), float(match["votes"]))
+            )  # fmt: skip
+    return boxes
+
+
+def run_provena(data: Path, work: Path) -> MethodRun:
+    tool = PEERS_PYTHON.parent / "provena-audit"
+    started = time.perf_counter()
+    subprocess.run(
+        [str(tool), "fingerprint", str(data / "references"), "--send", str(work / "send"),
+         "--private", str(work / "private")],
+        check=True, capture_output=True, cwd=work,
+    )  # fmt: skip
+    lookup = subprocess.run(
+        [str(tool), "lookup", *map(str, videos(data / "queries")), "--index", str(work / "send"),
+         "--private", str(work / "private")],
+        check=True, capture_output=True, text=True, cwd=work,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    boxes = parse_provena_lookup(lookup.stdout)
+    note = "time includes fingerprinting the references"
+    return MethodRun("provena-audit 0.2.0 (PDQ, lookup)", boxes, seconds, note=note)
+
+
+def run_vpdq(data: Path, work: Path, durations: dict[str, float]) -> MethodRun:
+    out = work / "vpdq.json"
+    started = time.perf_counter()
+    subprocess.run(
+        [str(PEERS_PYTHON), str(REPO / "benchmarks" / "peers" / "vpdq_match.py"),
+         str(data / "references"), str(data / "queries"), str(out)],
+        check=True,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    # vPDQ gives whole-video verdicts: score each as a full-span segment.
+    boxes = [
+        Box(m["query"], m["reference"], 0.0, durations[m["query"]], 0.0, durations[m["reference"]],
+            m["query_percent"] / 100)
+        for m in json.loads(out.read_text())["matches"]
+    ]  # fmt: skip
+    note = "whole-video verdicts scored as full-span segments; time includes hashing references"
+    return MethodRun("vPDQ 0.2.5 + threatexchange matcher", boxes, seconds, note=note)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    python = platform.python_version()
+    return f"{os.cpu_count()} CPUs ({cpu}), {memory:.0f} GiB, Python {python}, no GPU"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def render(
+    tag: str, command: str, summary: dict, runs: list[MethodRun], info: dict, decode: tuple
+) -> str:
+    video_s, decode_s = decode
+    decode_tput = video_s / decode_s
+    lines = [
+        f"<!-- bench:{tag} -->",
+        f"### {tag}",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine()}  ",
+        f"Run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC  ",
+        f"Data: {summary['queries']} queries ({summary['positive_queries']} with copies, "
+        f"{summary['negative_queries']} negatives), {summary['references']} references "
+        f"({summary['distractor_references']} distractors nobody copies), "
+        f"{summary['gt_segments']} copied segments; {info['query_video_seconds']:.0f} s of query "
+        f"video, {info['reference_video_seconds']:.0f} s of reference video.",
+        "",
+        "| method | F1 | P | R | pair P | pair R | false-alarm pairs (on negatives) "
+        "| wall s | video s / s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in runs:
+        f = run.figures
+        tput = info["query_video_seconds"] / run.seconds if run.seconds else 0.0
+        lines.append(
+            f"| {run.name} | **{_fmt(f['f1'])}** | {_fmt(f['precision'])} | {_fmt(f['recall'])} "
+            f"| {_fmt(f['pair_precision'])} | {_fmt(f['pair_recall'])} "
+            f"| {f['false_alarm_pairs']} ({f['false_alarm_pairs_on_negative_queries']}) "
+            f"| {run.seconds:.1f} | {tput:.1f} |"
+        )
+    lines.append(
+        f"| decode only (copyspan's decoder, {info['decode_backend']}, same query files) "
+        f"| | | | | | | {decode_s:.1f} | {decode_tput:.1f} |"
+    )
+    copyspan = runs[0]
+    ratio = (info["query_video_seconds"] / copyspan.seconds) / decode_tput
+    stage = info["stage_seconds"]
+    lines += [
+        "",
+        f"copyspan query throughput / decode-only throughput = **{ratio:.2f}** (same run, same "
+        f"files). Query time by stage: decode {stage['decode']:.1f} s, embed "
+        f"{stage['embed']:.1f} s, search {stage['search']:.2f} s, align {stage['align']:.2f} s. "
+        f"Indexing the references took {info['index_seconds']:.1f} s.",
+        "",
+    ]
+    notes = [f"{r.name}: {r.note}" for r in runs if r.note]
+    if notes:
+        lines += ["Notes: " + "; ".join(notes) + ".", ""]
+    edits = sorted(runs[0].figures.get("per_edit", {}))
+    lines += [
+        "Segment F1 per edit type (pair recall in brackets):",
+        "",
+        "| edit | " + " | ".join(r.name.split(" (")[0] for r in runs) + " |",
+        "| --- |" + " --- |" * len(runs),
+    ]
+    for edit in edits:
+        cells = []
+        for run in runs:
+            row = run.figures["per_edit"][edit]
+            cells.append(f"{row['f1']:.2f} ({row['pair_recall']:.2f})")
+        lines.append(f"| {edit} | " + " | ".join(cells) + " |")
+    lines += ["", f"<!-- /bench:{tag} -->"]
+    return "\n".join(lines)
+
+
+def update_results(tag: str, markdown: str, path: Path = RESULTS) -> None:
+    from pipeline.atomic import write_text
+
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(
+        rf"<!-- bench:{re.escape(tag)} -->.*?<!-- /bench:{re.escape(tag)} -->", re.S
+    )
+    text = (
+        pattern.sub(lambda _: markdown, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + markdown + "\n"
+    )
+    write_text(path, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument("--data", type=Path, help="dataset folder (default data/bench-seedN)")
+    parser.add_argument("--config", help="copyspan config merged over the defaults")
+    parser.add_argument("--no-peers", action="store_true", help="skip provena-audit and vPDQ")
+    parser.add_argument("--tag", help="results section name (default: seed N)")
+    parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("faiss").setLevel(logging.WARNING)
+
+    data = args.data or REPO / "data" / f"bench-seed{args.seed}"
+    if not (data / "dataset.json").exists():
+        log.info("building the dataset into %s", data)
+        build(args.seed, data)
+    summary = json.loads((data / "dataset.json").read_text())
+    truth = read_segments(data / "gt.csv")
+    config = load_config(args.config)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        log.info("decode-only pass")
+        decode = decode_only(videos(data / "queries"), config)
+        log.info("copyspan and alignment baselines")
+        runs, info = run_copyspan(data, config, work)
+        info["decode_backend"] = config.decode.backend
+        if not args.no_peers:
+            subprocess.run(["bash", str(REPO / "benchmarks" / "setup_peers.sh")], check=True)
+            log.info("provena-audit")
+            runs.append(run_provena(data, work))
+            log.info("vPDQ")
+            runs.append(run_vpdq(data, work, info["durations"]))
+    for run in runs:
+        run.figures = evaluate(truth, run.boxes)
+    tag = args.tag or f"seed {args.seed}"
+    command = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
+    markdown = render(tag, command.strip(), summary, runs, info, decode)
+    print(markdown)
+    if not args.no_write:
+        update_results(tag, markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
