@@ -94,12 +94,54 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
+class PolicyConfig:
+    """Alert policy: every threshold must be met for a match to raise an alert."""
+
+    min_copied_s: float
+    min_upload_share: float
+    min_reference_share: float
+    min_score: float
+
+    def validate(self) -> None:
+        _check(self.min_copied_s >= 0, "policy.min_copied_s must be >= 0")
+        for name in ("min_upload_share", "min_reference_share"):
+            _check(0 <= getattr(self, name) <= 1, f"policy.{name} must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    bootstrap_servers: str
+    uploads_topic: str
+    alerts_topic: str
+    dlq_topic: str
+    group_id: str
+    index: str
+    allowed_roots: list[str]
+    state_dir: str
+    max_attempts: int
+    backoff_s: float
+    max_backoff_s: float
+    session_timeout_ms: int
+    max_poll_interval_ms: int
+    shutdown_grace_s: float
+    metrics_port: int
+    index_unmatched: bool
+
+    def validate(self) -> None:
+        _check(self.max_attempts >= 1, "serve.max_attempts must be >= 1")
+        _check(self.backoff_s >= 0 and self.max_backoff_s >= self.backoff_s, "serve.backoff_s")
+        _check(self.metrics_port >= 0, "serve.metrics_port must be >= 0 (0 = off)")
+
+
+@dataclass(frozen=True)
 class Config:
     decode: DecodeConfig
     embed: EmbedConfig
     search: SearchConfig
     align: AlignConfig
     index: IndexConfig
+    policy: PolicyConfig
+    serve: ServeConfig
 
     def validate(self) -> None:
         for field in dataclasses.fields(self):
@@ -132,6 +174,11 @@ def _coerce(kind: Any, value: Any, name: str) -> Any:
     """Check ``value`` against a field annotation; ints are accepted where floats are wanted."""
     if dataclasses.is_dataclass(kind):
         return _build(kind, value, f"{name}.")
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {name} must be a list")
+        return [_coerce(item, v, f"{name}[]") for v in value]
     options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
     for option in options:
         if option is type(None) and value is None:

@@ -91,7 +91,10 @@ class ReferenceIndex:
         if not (self.root / "catalog.sqlite").exists() and not create:
             raise ReferenceIndexError(f"no index at {self.root}")
         (self.root / "vectors").mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.root / "catalog.sqlite", isolation_level=None)
+        # Callers serialise access; the service uses the index from its worker thread.
+        self.db = sqlite3.connect(
+            self.root / "catalog.sqlite", isolation_level=None, check_same_thread=False
+        )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
         self._faiss: faiss.Index | None = None

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from pipeline.config import Config, load_config
 from pipeline.errors import CopyspanError, PermanentError
 from pipeline.records import QueryResult
+from workers.logs import setup_logging
 
 log = logging.getLogger("copyspan")
 
@@ -220,6 +221,29 @@ def cmd_eval(args, config: Config) -> int:
     return 0
 
 
+SERVE_FLAGS = (
+    "bootstrap_servers", "uploads_topic", "alerts_topic", "dlq_topic", "group_id", "index",
+    "state_dir", "metrics_port",
+)  # fmt: skip
+
+
+def serve_overrides(args) -> dict:
+    """Flags given on the command line win over the config file."""
+    serve = {name: getattr(args, name) for name in SERVE_FLAGS if getattr(args, name) is not None}
+    if args.allowed_root:
+        serve["allowed_roots"] = [str(Path(root).resolve()) for root in args.allowed_root]
+    if args.index_unmatched:
+        serve["index_unmatched"] = True
+    return {"serve": serve} if serve else {}
+
+
+def cmd_serve(args, config: Config) -> int:
+    from workers.service import serve
+
+    config = load_config(args.config, serve_overrides(args))
+    return serve(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="copyspan", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -259,21 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--gt", required=True, help="ground-truth segment CSV")
     evaluation.add_argument("--pred", required=True, help="predicted segment CSV")
     evaluation.set_defaults(handler=cmd_eval)
+
+    service = commands.add_parser("serve", parents=[common], help="the Kafka service")
+    for name in SERVE_FLAGS:
+        flag = "--" + name.replace("_", "-")
+        service.add_argument(flag, dest=name, type=int if name == "metrics_port" else str)
+    service.add_argument("--allowed-root", action="append", help="repeatable")
+    service.add_argument("--index-unmatched", action="store_true", help="index unmatched uploads")
+    service.set_defaults(handler=cmd_serve)
     return parser
-
-
-def _setup_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("faiss").setLevel(max(level, logging.WARNING))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    service = args.command == "serve"  # a service logs its work, as JSON lines
+    levels = [logging.INFO if service else logging.WARNING, logging.INFO, logging.DEBUG]
+    setup_logging(levels[min(args.verbose, 2)], structured=service)
     try:
         config = load_config(args.config)
         return args.handler(args, config)

@@ -1,0 +1,95 @@
+"""The alert policy and deterministic alert records.
+
+A match raises an alert when it copies enough, in the manner of Content ID's match amounts:
+every threshold must be met — copied seconds of the upload, the share of the upload that is
+copied, the share of the reference that is copied, and the match score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.config import PolicyConfig as AlertPolicy
+from pipeline.records import Match, QueryResult
+
+ALERT_SCHEMA_VERSION = 1
+
+
+def covered_seconds(spans: list[tuple[float, float]]) -> float:
+    """Length of the union of ``spans``."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(spans):
+        start = max(start, end)
+        if stop > start:
+            total += stop - start
+            end = stop
+    return total
+
+
+def match_amounts(match: Match, query_duration: float, reference_duration: float) -> dict:
+    copied = covered_seconds([(s.query_start, s.query_end) for s in match.segments])
+    reference = covered_seconds([(s.reference_start, s.reference_end) for s in match.segments])
+    return {
+        "copied_s": round(copied, 3),
+        "upload_share": round(copied / query_duration, 4) if query_duration else 0.0,
+        "reference_share": round(reference / reference_duration, 4) if reference_duration else 0.0,
+    }
+
+
+def passes(policy: AlertPolicy, match: Match, amounts: dict) -> bool:
+    return (
+        amounts["copied_s"] >= policy.min_copied_s
+        and amounts["upload_share"] >= policy.min_upload_share
+        and amounts["reference_share"] >= policy.min_reference_share
+        and match.score >= policy.min_score
+    )
+
+
+def alert_id(content_sha256: str, match: Match, policy: AlertPolicy) -> str:
+    """Same upload content, reference, segments and policy give the same id, so a redelivered
+    upload never creates a second distinct alert."""
+    key = {
+        "content": content_sha256,
+        "reference": match.reference_id,
+        "segments": [s.to_dict() for s in match.segments],
+        "policy": asdict(policy),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def build_alerts(
+    result: QueryResult,
+    upload_id: str,
+    content_sha256: str,
+    reference_durations: dict[str, float],
+    policy: AlertPolicy,
+) -> list[dict[str, Any]]:
+    """The alert messages for a query result, one per match that passes the policy."""
+    alerts = []
+    query = result.to_dict()["query"]
+    for match in result.matches:
+        reference_duration = reference_durations.get(match.reference_id, 0.0)
+        amounts = match_amounts(match, result.duration or 0.0, reference_duration)
+        if not passes(policy, match, amounts):
+            continue
+        alerts.append(
+            {
+                "schema_version": ALERT_SCHEMA_VERSION,
+                "event_type": "copy_alert",
+                "alert_id": alert_id(content_sha256, match, policy),
+                "upload_id": upload_id,
+                "produced_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "query": query,
+                "reference_id": match.reference_id,
+                "reference_path": match.reference_path,
+                "score": round(match.score, 4),
+                "segments": [s.to_dict() for s in match.segments],
+                "policy": {**asdict(policy), **amounts},
+                "content_sha256": content_sha256,
+            }
+        )
+    return alerts
