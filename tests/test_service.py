@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.edits import Part, compose
-from pipeline.index import ReferenceIndex, file_sha256
-from tests.kafka_helpers import (
+from benchmarks.broker import (
     TopicReader,
     committed,
     create_topics,
@@ -25,6 +23,8 @@ from tests.kafka_helpers import (
     tansu_broker,
     upload,
 )
+from benchmarks.edits import Part, compose
+from pipeline.index import ReferenceIndex, file_sha256
 
 pytestmark = pytest.mark.kafka
 

