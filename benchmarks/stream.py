@@ -54,12 +54,14 @@ def build(out: Path, references: int, uploads: int, seed: int = 5) -> dict:
         if path.exists():
             continue
         parts, total = [], 0.0
-        while total < 60.0:
+        while total < 59.0:
             name = rng.choice(SOURCES)
-            seconds = min(60.0 - total, rng.uniform(3.0, min(12.0, durations[name] - 0.5)))
+            seconds = round(
+                min(60.0 - total, rng.uniform(3.0, min(12.0, durations[name] - 0.5))), 2
+            )
             start = rng.uniform(0, durations[name] - seconds - 0.3)
-            parts.append(Part(clips[name], round(seconds, 2), start=start, vf=rng.choice(LOOKS)))
-            total += round(seconds, 2)
+            parts.append(Part(clips[name], seconds, start=start, vf=rng.choice(LOOKS)))
+            total += seconds
         compose(parts, path, canvas=SMALL)
     queries = out / "uploads"
     queries.mkdir(exist_ok=True)

@@ -134,6 +134,30 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    address: str
+    num_cpus: int
+    object_store_mb: int
+    decoders: int
+    embedders: int
+    aligners: int
+    decoder_cpus: float
+    embedder_cpus: float
+    aligner_cpus: float
+    embedder_gpus: float
+    max_in_flight: int
+    max_restarts: int
+    max_task_retries: int
+    embed_batch_wait_ms: int
+
+    def validate(self) -> None:
+        _check(min(self.decoders, self.embedders, self.aligners) >= 1, "ray: >= 1 actor per stage")
+        _check(self.max_in_flight >= 1, "ray.max_in_flight must be >= 1")
+        _check(self.object_store_mb >= 64, "ray.object_store_mb must be >= 64")
+        _check(self.max_restarts >= 0 and self.max_task_retries >= 0, "ray retries must be >= 0")
+
+
+@dataclass(frozen=True)
 class Config:
     decode: DecodeConfig
     embed: EmbedConfig
@@ -142,6 +166,7 @@ class Config:
     index: IndexConfig
     policy: PolicyConfig
     serve: ServeConfig
+    ray: RayConfig
 
     def validate(self) -> None:
         for field in dataclasses.fields(self):
@@ -149,6 +174,13 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Rebuild a config shipped to another process (a Ray actor) as a plain dict."""
+        config = _build(cls, data)
+        config.validate()
+        return config
 
 
 def _check(condition: bool, message: str) -> None:

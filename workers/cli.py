@@ -91,6 +91,8 @@ def cmd_index_add(args, config: Config) -> int:
     files = expand_inputs(args.paths)
     if not files:
         raise PermanentError("no video files found in the given paths")
+    if args.ray or args.ray_address:
+        return _index_add_ray(args, config, files)
     detector = _detector(config)
     failures = 0
     with ReferenceIndex(args.index) as index:
@@ -136,6 +138,30 @@ def cmd_index_add(args, config: Config) -> int:
         flush()
         print(json.dumps(index.info()), file=sys.stderr)
     return 1 if failures else 0
+
+
+def _index_add_ray(args, config: Config, files: list[Path]) -> int:
+    from workers.audit import ingest
+
+    def report(item, outcome: str) -> None:
+        status, _, error = outcome.partition(": ")
+        obj = {"id": item.video_id, "path": item.path, "status": status}
+        if error:
+            obj["error"] = error
+        _emit(obj, args.json, f"{outcome:9s} {item.video_id}  {item.path}")
+
+    outcomes = ingest(
+        config, files, args.index, args.replace, args.ray_address, not args.quiet, report
+    )
+    return 1 if any(o.startswith("failed") for o in outcomes.values()) else 0
+
+
+def cmd_audit(args, config: Config) -> int:
+    from workers.audit import Audit
+
+    audit = Audit(config, args.index, args.out, args.ray_address)
+    summary = audit.run(args.source, progress=not args.quiet)
+    return 1 if summary["failed"] else 0
 
 
 def cmd_index_info(args, config: Config) -> int:
@@ -259,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("paths", nargs="+", help="video files or folders (recursive)")
     add.add_argument("--index", required=True, help="index directory (created if missing)")
     add.add_argument("--replace", action="store_true", help="replace an id's older content")
+    add.add_argument("--ray", action="store_true", help="ingest on local Ray actors")
+    add.add_argument("--ray-address", help="ingest on an existing Ray cluster")
     add.set_defaults(handler=cmd_index_add)
     info = index_commands.add_parser("info", parents=[common], help="describe the index")
     info.add_argument("--index", required=True)
@@ -283,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--gt", required=True, help="ground-truth segment CSV")
     evaluation.add_argument("--pred", required=True, help="predicted segment CSV")
     evaluation.set_defaults(handler=cmd_eval)
+
+    audit = commands.add_parser("audit", parents=[common], help="resumable batch audit on Ray")
+    audit.add_argument("source", help="a folder (recursive) or a manifest (.csv/.jsonl: id,path)")
+    audit.add_argument("--index", required=True)
+    audit.add_argument("--out", required=True, help="results.jsonl, segments.csv, summary.json")
+    audit.add_argument("--ray-address", help="an existing Ray cluster (default: local Ray)")
+    audit.set_defaults(handler=cmd_audit)
 
     service = commands.add_parser("serve", parents=[common], help="the Kafka service")
     for name in SERVE_FLAGS:

@@ -1,0 +1,153 @@
+"""Ray audits and bulk ingest on real footage: resumable, exactly once, survive SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+
+import pytest
+
+from benchmarks.edits import Part, compose
+from pipeline.index import ReferenceIndex
+from workers.audit import Audit, ingest, iter_inputs
+from workers.cli import expand_inputs
+
+pytestmark = pytest.mark.ray
+
+REFERENCES = ("bikes", "cup", "tree", "Megamind")
+
+
+@pytest.fixture(scope="module")
+def ray_session(config):
+    import ray
+
+    from workers.audit import init_ray
+
+    init_ray(config)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, clips, photos, config, ray_session):
+    root = tmp_path_factory.mktemp("audit")
+    refs, queries = root / "refs", root / "queries"
+    refs.mkdir()
+    for name in REFERENCES:
+        shutil.copy(clips[name], refs)
+    filler = Part(photos["astronaut"], 3.0, photo=True)
+    compose([filler, Part(clips["bikes"], 5.0, start=3.0, vf="hflip")], queries / "a_bikes.mp4")
+    compose([Part(clips["Megamind"], 6.0, start=1.0), filler], queries / "b_megamind.mp4")
+    compose([filler, Part(photos["rocket"], 4.0, photo=True)], queries / "c_clean.mp4")
+    compose(
+        [Part(clips["cup"], 5.0, start=2.0, vf="eq=brightness=0.1"), filler], queries / "d_cup.mp4"
+    )
+    (queries / "e_corrupt.mp4").write_bytes(os.urandom(30_000))
+    index = root / "index"
+    killed = []
+
+    def kill_embedder_once(item, outcome) -> None:  # SIGKILL a worker mid-ingest
+        if not killed:
+            killed.append(item)
+            os.kill(ray_pid(stages_holder["stages"].embedders[0]), signal.SIGKILL)
+
+    stages_holder: dict = {}
+    import workers.audit as audit_module
+
+    original = audit_module.Stages
+
+    class Spy(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            stages_holder["stages"] = self
+
+    audit_module.Stages = Spy
+    try:
+        outcomes = ingest(config, expand_inputs([str(refs)]), str(index), progress=False,
+                          on_result=kill_embedder_once)  # fmt: skip
+    finally:
+        audit_module.Stages = original
+    return {"root": root, "queries": queries, "index": index, "ingest": outcomes, "killed": killed}
+
+
+def ray_pid(actor) -> int:
+    import ray
+
+    return ray.get(actor.pid.remote())
+
+
+def test_ingest_survives_a_killed_worker_and_indexes_each_reference_once(library):
+    assert library["killed"], "the test must kill a worker during ingest"
+    assert sorted(library["ingest"].values()) == ["add"] * len(REFERENCES)
+    with ReferenceIndex(library["index"]) as index:
+        refs = index.references()
+        assert sorted(r.id for r in refs) == sorted(REFERENCES)
+        assert index.info()["frames"] == sum(r.frames for r in refs)
+    sidecar = json.loads((library["index"] / "frames.json").read_text())
+    assert sidecar["vectors"] == sum(r.frames for r in refs)  # no reference's frames twice
+
+
+def test_ingesting_again_is_a_no_op(library, config):
+    paths = expand_inputs([str(library["root"] / "refs")])
+    outcomes = ingest(config, paths, str(library["index"]), progress=False)
+    assert set(outcomes.values()) == {"unchanged"}
+
+
+def test_audit_with_a_killed_actor_writes_every_input_exactly_once(library, config, detector):
+    out = library["root"] / "out-kill"
+    audit = Audit(config, str(library["index"]), out)
+    victims = []
+
+    def kill_once(item, value) -> None:
+        if not victims:
+            victims.append(item)
+            os.kill(ray_pid(audit.stages.decoders[0]), signal.SIGKILL)
+            os.kill(ray_pid(audit.stages.aligners[0]), signal.SIGKILL)
+
+    summary = audit.run(library["queries"], progress=False, on_result=kill_once)
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    ids = [line["query"]["id"] for line in lines]
+    assert sorted(ids) == ["a_bikes", "b_megamind", "c_clean", "d_cup", "e_corrupt"]
+    assert summary["failed"] == 1 and summary["done"] == 5
+    by_id = {line["query"]["id"]: line for line in lines}
+    assert "not a video or corrupt" in by_id["e_corrupt"]["error"]
+    assert [m["reference_id"] for m in by_id["a_bikes"]["matches"]] == ["bikes"]
+    assert by_id["c_clean"]["matches"] == []
+    # Audit results equal `copyspan query` results for the same inputs and index.
+    with ReferenceIndex(library["index"]) as index:
+        for name in ("a_bikes", "b_megamind", "d_cup"):
+            expected = detector.query(library["queries"] / f"{name}.mp4", index).to_dict()
+            assert by_id[name]["matches"] == expected["matches"]
+    segments = (out / "segments.csv").read_text().splitlines()
+    assert segments[0].startswith("query_id,reference_id") and len(segments) >= 4
+
+
+def test_interrupted_audit_resumes_without_duplicates(library, config):
+    out = library["root"] / "out-resume"
+    audit = Audit(config, str(library["index"]), out)
+
+    def stop_after_two(item, value) -> None:
+        if len(audit.state.keys()) >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        audit.run(library["queries"], progress=False, on_result=stop_after_two)
+    assert len(audit.state.keys()) == 2
+    summary = Audit(config, str(library["index"]), out).run(library["queries"], progress=False)
+    assert summary["skipped_already_done"] == 2 and summary["done"] == 5
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 5 and len({json.loads(x)["query"]["id"] for x in lines}) == 5
+
+
+def test_manifests(tmp_path, library):
+    queries = library["queries"]
+    csv_manifest = tmp_path / "m.csv"
+    csv_manifest.write_text(
+        f"id,path\nfirst,{queries / 'a_bikes.mp4'}\nsecond,{queries / 'c_clean.mp4'}\n"
+    )
+    assert [i.video_id for i in iter_inputs(csv_manifest)] == ["first", "second"]
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text(json.dumps({"id": "x", "path": str(queries / "d_cup.mp4")}) + "\n")
+    assert [(i.video_id, i.path) for i in iter_inputs(jsonl)] == [("x", str(queries / "d_cup.mp4"))]

@@ -1,0 +1,190 @@
+"""Ray actors wrapping the pipeline stages. ``pipeline/`` stays Ray-free; this is the edge.
+
+Stages: decode -> embed (frames batched across videos) -> align (query) or index writer (a
+single writer for ingest). Input failures (``PermanentError``) are returned as values, never
+raised, so Ray does not retry them; an actor process that dies is restarted by Ray
+(``max_restarts``) and its task retried (``max_task_retries``), after which the driver records
+the item as failed. Every method is idempotent: Ray may run a task again after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.errors import PermanentError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Failed:
+    """An item that failed with a permanent error; passed through the later stages."""
+
+    item: str
+    error: str
+
+
+def _ping() -> int:
+    return os.getpid()
+
+
+class DecodeActor:
+    def __init__(self, config: dict):
+        self.config = Config.from_dict(config)
+
+    def pid(self) -> int:
+        return _ping()
+
+    def decode(self, item: str, path: str):
+        from pipeline.decode import decode_video
+
+        try:
+            started = time.perf_counter()
+            sampled = decode_video(path, self.config.decode)
+            return {"sampled": sampled, "decode_s": time.perf_counter() - started}
+        except (PermanentError, OSError) as exc:
+            return Failed(item, str(exc))
+
+
+class EmbedActor:
+    """Async actor: concurrent ``describe`` calls are gathered for a few milliseconds and their
+    frames embedded together, in batches of frames of the same size, across videos."""
+
+    def __init__(self, config: dict):
+        from pipeline.embed import make_embedder
+
+        self.config = Config.from_dict(config)
+        self.embedder = make_embedder(self.config.embed)
+        self.pending: list[tuple[np.ndarray, asyncio.Future]] = []
+        self.flusher: asyncio.Task | None = None
+        self.lock = asyncio.Lock()
+
+    def pid(self) -> int:
+        return _ping()
+
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    async def describe(self, decoded: Any, item: str, video_id: str, path: str):
+        from pipeline.records import VideoFeatures
+
+        if isinstance(decoded, Failed):
+            return decoded
+        sampled = decoded["sampled"]
+        started = time.perf_counter()
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((sampled.frames, future))
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.ensure_future(self._flush_soon())
+        embeddings = await future
+        return VideoFeatures(
+            video_id=video_id,
+            path=path,
+            duration=sampled.duration,
+            embeddings=embeddings,
+            starts=sampled.starts,
+            ends=sampled.ends,
+            model=self.embedder.model_id,
+            fps=self.config.decode.fps,
+            timings={"decode": decoded["decode_s"], "embed": time.perf_counter() - started},
+        )
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.config.ray.embed_batch_wait_ms / 1000)
+        async with self.lock:
+            batch, self.pending = self.pending, []
+            if batch:
+                loop = asyncio.get_running_loop()
+                try:
+                    outputs = await loop.run_in_executor(None, self._embed_grouped, batch)
+                except Exception as exc:  # surface the error in every waiting call
+                    for _, future in batch:
+                        future.set_exception(exc)
+                    return
+                for (_, future), out in zip(batch, outputs, strict=True):
+                    future.set_result(out)
+        if self.pending:  # arrived while embedding
+            self.flusher = asyncio.ensure_future(self._flush_soon())
+
+    def _embed_grouped(self, batch: list[tuple[np.ndarray, Any]]) -> list[np.ndarray]:
+        """Embed every video's frames, concatenating videos whose frames share a size."""
+        by_shape: dict[tuple, list[int]] = {}
+        for number, (frames, _) in enumerate(batch):
+            by_shape.setdefault(frames.shape[1:], []).append(number)
+        outputs: list[np.ndarray] = [np.empty(0)] * len(batch)
+        for numbers in by_shape.values():
+            stacked = np.concatenate([batch[n][0] for n in numbers])
+            embedded = self.embedder.embed(stacked)
+            offset = 0
+            for n in numbers:
+                count = len(batch[n][0])
+                outputs[n] = embedded[offset : offset + count]
+                offset += count
+        return outputs
+
+
+class AlignActor:
+    """Queries the reference index (read-only) with described videos."""
+
+    def __init__(self, config: dict, index_dir: str):
+        from pipeline.detector import CopyDetector
+        from pipeline.index import ReferenceIndex
+
+        self.config = Config.from_dict(config)
+        self.index = ReferenceIndex(index_dir, create=False)
+        self.detector = CopyDetector(self.config, embedder=_NoEmbedder())
+
+    def pid(self) -> int:
+        return _ping()
+
+    def query(self, features: Any, item: str, query_id: str, path: str) -> dict:
+        from pipeline.records import QueryResult
+
+        if isinstance(features, Failed):
+            return QueryResult(query_id, path, None, error=features.error).to_dict()
+        try:
+            return self.detector.query_features(features, self.index).to_dict()
+        except PermanentError as exc:
+            return QueryResult(
+                query_id, path, round(features.duration, 3), error=str(exc)
+            ).to_dict()
+
+
+class IndexWriterActor:
+    """The single writer of the reference index during bulk ingest."""
+
+    def __init__(self, index_dir: str):
+        from pipeline.index import ReferenceIndex
+
+        self.index = ReferenceIndex(index_dir)
+
+    def pid(self) -> int:
+        return _ping()
+
+    def add(self, features: Any, sha256: str, replace: bool) -> str:
+        """Idempotent: after a crash Ray may call it again, and the same content is a no-op."""
+        if isinstance(features, Failed):
+            return f"failed: {features.error}"
+        try:
+            (outcome,) = self.index.add([(features, sha256)], replace=replace)
+        except PermanentError as exc:
+            return f"failed: {exc}"
+        return outcome
+
+
+class _NoEmbedder:
+    """The align actor never embeds: it receives descriptors. Keeps the model out of memory."""
+
+    model_id = "none"
+    dim = 0
+
+    def embed(self, frames: np.ndarray) -> np.ndarray:  # pragma: no cover - never called
+        raise RuntimeError("the align actor does not embed frames")
