@@ -58,6 +58,15 @@ class EmbedConfig:
 
 
 @dataclass(frozen=True)
+class SuppressConfig:
+    crop_borders: bool  # crop black borders shared by every frame before embedding
+    blank_frames: bool  # blank / near-uniform frames get weight 0
+
+    def validate(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     knn_k: int
     candidate_min_sim: float
@@ -161,6 +170,7 @@ class RayConfig:
 class Config:
     decode: DecodeConfig
     embed: EmbedConfig
+    suppress: SuppressConfig
     search: SearchConfig
     align: AlignConfig
     index: IndexConfig

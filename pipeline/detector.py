@@ -6,14 +6,47 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.align import boxes_to_segments, make_aligner
-from pipeline.config import Config
+from pipeline.config import Config, SuppressConfig
 from pipeline.decode import decode_video
 from pipeline.embed import Embedder, make_embedder
 from pipeline.index import Reference, ReferenceIndex
-from pipeline.records import Match, QueryResult, VideoFeatures
+from pipeline.records import Match, QueryResult, SampledFrames, VideoFeatures
+from pipeline.suppress import crop_borders, frame_weights
 
 log = logging.getLogger(__name__)
+
+
+def prepare_frames(sampled: SampledFrames, config: SuppressConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Frames to embed (borders cropped) and the evidence weight of each."""
+    frames = crop_borders(sampled.frames) if config.crop_borders else sampled.frames
+    ones = np.ones(len(frames), np.float32)
+    return frames, frame_weights(frames) if config.blank_frames else ones
+
+
+def build_features(
+    sampled: SampledFrames,
+    embeddings: np.ndarray,
+    weights: np.ndarray,
+    video_id: str,
+    model: str,
+    fps: float,
+    timings: dict[str, float],
+) -> VideoFeatures:
+    return VideoFeatures(
+        video_id=video_id,
+        path=sampled.path,
+        duration=sampled.duration,
+        embeddings=embeddings,
+        starts=sampled.starts,
+        ends=sampled.ends,
+        model=model,
+        fps=fps,
+        timings=timings,
+        weights=weights,
+    )
 
 
 def video_id_for(path: str | Path) -> str:
@@ -36,26 +69,21 @@ class CopyDetector:
         started = time.perf_counter()
         sampled = decode_video(path, self.config.decode)
         decoded = time.perf_counter()
-        embeddings = self.embedder.embed(sampled.frames)
-        embedded = time.perf_counter()
+        frames, weights = prepare_frames(sampled, self.config.suppress)
+        embeddings = self.embedder.embed(frames)
         log.debug("described %s: %d frames", path, len(embeddings))
-        return VideoFeatures(
-            video_id=video_id or video_id_for(path),
-            path=str(path),
-            duration=sampled.duration,
-            embeddings=embeddings,
-            starts=sampled.starts,
-            ends=sampled.ends,
-            model=self.embedder.model_id,
-            fps=self.config.decode.fps,
-            timings={"decode": decoded - started, "embed": embedded - decoded},
-        )
+        timings = {"decode": decoded - started, "embed": time.perf_counter() - decoded}
+        return build_features(
+            sampled, embeddings, weights, video_id or video_id_for(path), self.embedder.model_id,
+            self.config.decode.fps, timings,
+        )  # fmt: skip
 
     # ---- matching ------------------------------------------------------------------------
 
     def align_pair(self, query: VideoFeatures, reference: VideoFeatures) -> Match | None:
         """Localize copied segments between two described videos; None when there are none."""
         sim = query.embeddings @ reference.embeddings.T
+        sim *= query.weights[:, None] * reference.weights[None, :]  # no evidence from blanks
         boxes = self.aligner(sim)
         if not boxes:
             return None
@@ -74,6 +102,7 @@ class CopyDetector:
         """References worth aligning: frame-level kNN, max similarity per reference."""
         cfg = self.config.search
         sims, nums, _ = index.search(query.embeddings, cfg.knn_k)
+        sims = sims * query.weights[:, None]
         best: dict[int, float] = {}
         for num, sim in zip(nums.ravel().tolist(), sims.ravel().tolist(), strict=True):
             if num >= 0 and sim >= cfg.candidate_min_sim and sim > best.get(num, -1.0):

@@ -243,6 +243,7 @@ class ReferenceIndex:
             embeddings=features.embeddings,
             starts=features.starts,
             ends=features.ends,
+            weights=features.weights,
         )
         index.add_with_ids(features.embeddings, _frame_ids(num, len(features)))
         log.info("indexed %s (%d frames) as #%d", features.video_id, len(features), num)
@@ -354,6 +355,7 @@ class ReferenceIndex:
             ends=data["ends"],
             model=ref.model,
             fps=ref.fps,
+            weights=data.get("weights"),  # absent in indexes written before weights existed
         )
 
     def search(self, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -48,6 +48,7 @@ class VideoFeatures:
     model: str
     fps: float = 1.0  # sampling rate the descriptors were taken at
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    weights: np.ndarray | None = None  # [N] float32 in [0, 1]: evidence each frame carries
 
     def __post_init__(self) -> None:
         n = self.embeddings.shape[0]
@@ -56,6 +57,11 @@ class VideoFeatures:
         if self.starts.shape != (n,) or self.ends.shape != (n,):
             raise ValueError("starts/ends must be [N] matching embeddings")
         self.embeddings = np.ascontiguousarray(self.embeddings, dtype=np.float32)
+        self.weights = (
+            np.ones(n, np.float32) if self.weights is None else np.asarray(self.weights, np.float32)
+        )
+        if self.weights.shape != (n,):
+            raise ValueError("weights must be [N] matching embeddings")
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]

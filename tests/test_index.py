@@ -53,7 +53,7 @@ def test_no_pickle_in_descriptor_files(tmp_path):
         index.add([(_features("a", 5, 1), "x")])
     (npz,) = (tmp_path / "vectors").glob("*.npz")
     with np.load(npz, allow_pickle=False) as data:
-        assert set(data.files) == {"embeddings", "starts", "ends"}
+        assert set(data.files) == {"embeddings", "starts", "ends", "weights"}
 
 
 def test_same_content_twice_is_a_no_op(tmp_path):
@@ -128,3 +128,12 @@ def test_opening_a_missing_index_for_reading_fails(tmp_path):
 
     with pytest.raises(ReferenceIndexError):
         ReferenceIndex(tmp_path / "nothing", create=False)
+
+
+def test_weights_round_trip_and_default(tmp_path):
+    a = _features("a", 4, 1)
+    a.weights = np.array([1, 0, 1, 1], np.float32)
+    with ReferenceIndex(tmp_path) as index:
+        index.add([(a, "a")])
+        assert index.features(index.get("a")).weights.tolist() == [1, 0, 1, 1]
+    assert _features("b", 3, 2).weights.tolist() == [1, 1, 1]

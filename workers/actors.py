@@ -74,28 +74,23 @@ class EmbedActor:
         return self.embedder.model_id
 
     async def describe(self, decoded: Any, item: str, video_id: str, path: str):
-        from pipeline.records import VideoFeatures
+        from pipeline.detector import build_features, prepare_frames
 
         if isinstance(decoded, Failed):
             return decoded
         sampled = decoded["sampled"]
         started = time.perf_counter()
+        frames, weights = prepare_frames(sampled, self.config.suppress)
         future = asyncio.get_running_loop().create_future()
-        self.pending.append((sampled.frames, future))
+        self.pending.append((frames, future))
         if self.flusher is None or self.flusher.done():
             self.flusher = asyncio.ensure_future(self._flush_soon())
         embeddings = await future
-        return VideoFeatures(
-            video_id=video_id,
-            path=path,
-            duration=sampled.duration,
-            embeddings=embeddings,
-            starts=sampled.starts,
-            ends=sampled.ends,
-            model=self.embedder.model_id,
-            fps=self.config.decode.fps,
-            timings={"decode": decoded["decode_s"], "embed": time.perf_counter() - started},
-        )
+        timings = {"decode": decoded["decode_s"], "embed": time.perf_counter() - started}
+        return build_features(
+            sampled, embeddings, weights, video_id, self.embedder.model_id,
+            self.config.decode.fps, timings,
+        )  # fmt: skip
 
     async def _flush_soon(self) -> None:
         await asyncio.sleep(self.config.ray.embed_batch_wait_ms / 1000)

@@ -1,0 +1,56 @@
+"""Distractor elimination (after VVS, AAAI 2024): frames and pixels that carry no evidence.
+
+* Black borders (letterbox, pillarbox, padding) are cropped before embedding: they make any
+  two padded videos look alike and dilute the picture that was copied.
+* Blank and near-uniform frames (fades, black or flat title cards) get weight 0: they match
+  every other blank frame, so they can only create false evidence. Such frames are neither graph
+  nodes in alignment nor evidence in candidate search.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def border_box(
+    frames: np.ndarray, dark: float = 24.0, min_keep: float = 0.4
+) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the picture inside black borders shared by every frame.
+
+    A row or column is border when it is dark in every frame (its brightest frame is darker
+    than ``dark``). Never crops to less than ``min_keep`` of either side."""
+    if len(frames) == 0:
+        return 0, frames.shape[1], 0, frames.shape[2]
+    luma = frames.mean(axis=3)  # [N, H, W]
+    rows = luma.mean(axis=2).max(axis=0)  # brightest appearance of each row
+    cols = luma.mean(axis=1).max(axis=0)
+    top, bottom = _span(rows > dark)
+    left, right = _span(cols > dark)
+    height, width = frames.shape[1:3]
+    if bottom - top < min_keep * height:
+        top, bottom = 0, height
+    if right - left < min_keep * width:
+        left, right = 0, width
+    return top, bottom, left, right
+
+
+def _span(lit: np.ndarray) -> tuple[int, int]:
+    where = np.flatnonzero(lit)
+    if len(where) == 0:
+        return 0, len(lit)
+    return int(where[0]), int(where[-1]) + 1
+
+
+def crop_borders(frames: np.ndarray) -> np.ndarray:
+    top, bottom, left, right = border_box(frames)
+    if (top, left) == (0, 0) and (bottom, right) == frames.shape[1:3]:
+        return frames
+    return np.ascontiguousarray(frames[:, top:bottom, left:right])
+
+
+def frame_weights(frames: np.ndarray, min_std: float = 6.0) -> np.ndarray:
+    """[N] weights in {0, 1}: 0 for blank or near-uniform frames (grey-level std < min_std)."""
+    if len(frames) == 0:
+        return np.zeros(0, np.float32)
+    std = frames.reshape(len(frames), -1).std(axis=1)
+    return (std >= min_std).astype(np.float32)

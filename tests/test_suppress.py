@@ -1,0 +1,41 @@
+"""Distractor elimination: black borders cropped, blank frames weighted 0."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.decode import decode_video
+from pipeline.suppress import border_box, crop_borders, frame_weights
+
+
+def test_letterbox_and_pillarbox_are_cropped():
+    rng = np.random.default_rng(0)
+    frames = np.zeros((5, 100, 160, 3), np.uint8)
+    frames[:, 20:80, 30:130] = rng.integers(40, 255, size=(5, 60, 100, 3))
+    assert border_box(frames) == (20, 80, 30, 130)
+    assert crop_borders(frames).shape == (5, 60, 100, 3)
+
+
+def test_dark_scene_without_borders_is_not_cropped_away():
+    frames = np.full((3, 50, 80, 3), 10, np.uint8)  # a dark shot: no bright row anywhere
+    assert crop_borders(frames).shape == frames.shape
+
+
+def test_blank_frames_get_zero_weight(clips, config):
+    frames = decode_video(clips["bikes"], config.decode).frames.copy()
+    frames[2] = 0  # a black frame
+    frames[5] = 128  # a flat grey card
+    weights = frame_weights(frames)
+    assert weights[2] == 0 and weights[5] == 0 and weights.sum() == len(frames) - 2
+
+
+def test_real_padded_copy_is_cropped_to_its_picture(tmp_path, clips, config):
+    from benchmarks.edits import Part, compose
+
+    path = compose(
+        [Part(clips["bikes"], 3.0, start=1.0, vf="pad=iw:ih*1.6:0:(oh-ih)/2")], tmp_path / "p.mp4"
+    )
+    frames = decode_video(path, config.decode).frames
+    cropped = crop_borders(frames)
+    aspect = cropped.shape[2] / cropped.shape[1]
+    assert abs(aspect - 640 / 272) < 0.15  # bikes is 640x272 under the bars
