@@ -19,6 +19,11 @@ from pipeline.suppress import crop_borders, frame_weights
 log = logging.getLogger(__name__)
 
 
+def preprocess_id(config: Config) -> str:
+    """What, besides the model, makes two descriptors comparable: an index refuses others."""
+    return f"short_side={config.decode.short_side};crop_borders={int(config.suppress.crop_borders)}"
+
+
 def prepare_frames(sampled: SampledFrames, config: SuppressConfig) -> tuple[np.ndarray, np.ndarray]:
     """Frames to embed (borders cropped) and the evidence weight of each."""
     frames = crop_borders(sampled.frames) if config.crop_borders else sampled.frames
@@ -34,6 +39,7 @@ def build_features(
     model: str,
     fps: float,
     timings: dict[str, float],
+    preprocess: str = "",
 ) -> VideoFeatures:
     return VideoFeatures(
         video_id=video_id,
@@ -46,6 +52,7 @@ def build_features(
         fps=fps,
         timings=timings,
         weights=weights,
+        preprocess=preprocess,
     )
 
 
@@ -61,6 +68,7 @@ class CopyDetector:
         self.config = config
         self.embedder = embedder or make_embedder(config.embed)
         self.aligner = make_aligner(config.align)
+        self.preprocess = preprocess_id(config)
 
     # ---- describing ----------------------------------------------------------------------
 
@@ -75,7 +83,7 @@ class CopyDetector:
         timings = {"decode": decoded - started, "embed": time.perf_counter() - decoded}
         return build_features(
             sampled, embeddings, weights, video_id or video_id_for(path), self.embedder.model_id,
-            self.config.decode.fps, timings,
+            self.config.decode.fps, timings, self.preprocess,
         )  # fmt: skip
 
     # ---- matching ------------------------------------------------------------------------
@@ -111,7 +119,7 @@ class CopyDetector:
         return [index.by_num(num) for num in ranked]
 
     def query_features(self, query: VideoFeatures, index: ReferenceIndex) -> QueryResult:
-        index.check_model(query.model)
+        index.check_model(query.model, query.preprocess)
         started = time.perf_counter()
         candidates = self.candidates(query, index) if len(query) else []
         searched = time.perf_counter()

@@ -153,17 +153,25 @@ class ReferenceIndex:
         return {
             "path": str(self.root),
             "model": self.model,
+            "preprocess": self._meta("preprocess"),
             "references": len(refs),
             "frames": sum(r.frames for r in refs),
             "duration_s": round(sum(r.duration for r in refs), 3),
             "generation": self.generation,
         }
 
-    def check_model(self, model: str) -> None:
-        """Refuse descriptors of another model than the one that built the index."""
+    def check_model(self, model: str, preprocess: str = "") -> None:
+        """Refuse descriptors of another model, or of other frame preparation, than the ones
+        that built the index (an empty ``preprocess`` skips that part of the check)."""
         if self.model is not None and self.model != model:
             raise ModelMismatchError(
                 f"index {self.root} was built with model {self.model!r}, not {model!r}"
+            )
+        built = self._meta("preprocess")
+        if preprocess and built and built != preprocess:
+            raise ModelMismatchError(
+                f"index {self.root} was built with frame preparation {built!r}, not "
+                f"{preprocess!r}: rebuild the index or use the same decode/suppress settings"
             )
 
     # ---- writing -------------------------------------------------------------------------
@@ -205,7 +213,7 @@ class ReferenceIndex:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 for features, sha256 in items:
-                    self.check_model(features.model)
+                    self.check_model(features.model, features.preprocess)
                     outcome = self.plan_add(features.video_id, sha256, replace)
                     outcomes.append(outcome)
                     if outcome in ("unchanged", "duplicate"):
@@ -223,6 +231,8 @@ class ReferenceIndex:
         if self.model is None:
             self._set_meta("model", features.model)
             self._set_meta("dim", str(features.embeddings.shape[1]))
+        if features.preprocess and self._meta("preprocess") is None:
+            self._set_meta("preprocess", features.preprocess)
         cursor = self.db.execute(
             "INSERT INTO videos (id, path, sha256, duration, fps, frames, model, added_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

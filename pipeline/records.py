@@ -49,6 +49,7 @@ class VideoFeatures:
     fps: float = 1.0  # sampling rate the descriptors were taken at
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     weights: np.ndarray | None = None  # [N] float32 in [0, 1]: evidence each frame carries
+    preprocess: str = ""  # frame preparation the descriptors depend on (see preprocess_id)
 
     def __post_init__(self) -> None:
         n = self.embeddings.shape[0]

@@ -140,3 +140,12 @@ def test_query_against_missing_index_is_a_usage_error(scene, tmp_path, capsys):
     code = main(["query", str(scene / "queries" / "copy.mp4"), "--index", str(tmp_path / "none")])
     assert code == 2
     assert "no index" in capsys.readouterr().err
+
+
+def test_query_with_other_frame_preparation_is_refused(scene, tmp_path, capsys):
+    other = tmp_path / "other.yaml"
+    other.write_text("decode:\n  short_side: 288\n")
+    query = str(scene / "queries" / "copy.mp4")
+    code = main(["query", query, "--index", str(scene / "index"), "--config", str(other)])
+    assert code == 2
+    assert "frame preparation" in capsys.readouterr().err

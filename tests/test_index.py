@@ -137,3 +137,14 @@ def test_weights_round_trip_and_default(tmp_path):
         index.add([(a, "a")])
         assert index.features(index.get("a")).weights.tolist() == [1, 0, 1, 1]
     assert _features("b", 3, 2).weights.tolist() == [1, 1, 1]
+
+
+def test_other_frame_preparation_is_refused(tmp_path):
+    a = _features("a", 5, 1)
+    a.preprocess = "short_side=224;crop_borders=1"
+    with ReferenceIndex(tmp_path) as index:
+        index.add([(a, "a")])
+        assert index.info()["preprocess"] == a.preprocess
+        index.check_model("sscd", a.preprocess)
+        with pytest.raises(ModelMismatchError, match="rebuild the index"):
+            index.check_model("sscd", "short_side=288;crop_borders=1")

@@ -74,7 +74,7 @@ class EmbedActor:
         return self.embedder.model_id
 
     async def describe(self, decoded: Any, item: str, video_id: str, path: str):
-        from pipeline.detector import build_features, prepare_frames
+        from pipeline.detector import build_features, prepare_frames, preprocess_id
 
         if isinstance(decoded, Failed):
             return decoded
@@ -89,7 +89,7 @@ class EmbedActor:
         timings = {"decode": decoded["decode_s"], "embed": time.perf_counter() - started}
         return build_features(
             sampled, embeddings, weights, video_id, self.embedder.model_id,
-            self.config.decode.fps, timings,
+            self.config.decode.fps, timings, preprocess_id(self.config),
         )  # fmt: skip
 
     async def _flush_soon(self) -> None:

@@ -96,7 +96,7 @@ def cmd_index_add(args, config: Config) -> int:
     detector = _detector(config)
     failures = 0
     with ReferenceIndex(args.index) as index:
-        index.check_model(detector.embedder.model_id)
+        index.check_model(detector.embedder.model_id, detector.preprocess)
         pending: list[tuple] = []
         seen_ids: dict[str, Path] = {}
 
@@ -202,7 +202,7 @@ def cmd_query(args, config: Config) -> int:
     failures = 0
     segments = []
     with ReferenceIndex(args.index, create=False) as index:
-        index.check_model(detector.embedder.model_id)
+        index.check_model(detector.embedder.model_id, detector.preprocess)
         for path in _progress(files, "querying", args.quiet):
             try:
                 result = detector.query(path, index)

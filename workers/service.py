@@ -77,7 +77,7 @@ class UploadProcessor:
         self.config = config
         self.detector = detector or CopyDetector(config)
         self.index = ReferenceIndex(serve.index, create=serve.index_unmatched)
-        self.index.check_model(self.detector.embedder.model_id)
+        self.index.check_model(self.detector.embedder.model_id, self.detector.preprocess)
         state = Path(serve.state_dir or Path(serve.index) / "serve-state")
         self.ledger = Ledger(state / "processed.sqlite")
         self.lock = threading.Lock()  # one upload at a time touches the index and ledger
