@@ -37,3 +37,11 @@ def test_bad_configs_are_rejected(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ConfigError):
         load_config(path)
+
+
+@pytest.mark.parametrize("profile", ["fast", "accurate"])
+def test_shipped_profiles_load(profile):
+    from pipeline.config import DEFAULT_CONFIG
+
+    config = load_config(DEFAULT_CONFIG.parent / f"{profile}.yaml")
+    assert config != load_config()
