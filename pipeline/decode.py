@@ -162,24 +162,13 @@ class DecordReader:
             raise _Mistimed("decord returned invalid frame timestamps")
         duration = float(ends_.max())
         info.check_complete(path, duration)
-        centres, span_starts, span_ends = sample_grid(duration, config.fps)
-        indices = pick_frames(starts_, centres)
+        indices = pick_frames(starts_, sample_grid(duration, config.fps)[0])
         chunks = []
         for lo in range(0, len(indices), config.batch_frames):
             batch = indices[lo : lo + config.batch_frames].tolist()
             chunks.append(reader.get_batch(batch).asnumpy())
         del reader
-        return SampledFrames(
-            path=str(path),
-            frames=np.concatenate(chunks),
-            times=centres,
-            starts=span_starts,
-            ends=span_ends,
-            duration=duration,
-            native_fps=info.fps,
-            width=info.width,
-            height=info.height,
-        )
+        return _sampled(path, np.concatenate(chunks), duration, info, config.fps)
 
 
 class PyAVReader:
@@ -216,23 +205,29 @@ class PyAVReader:
         if best is None:
             raise VideoDecodeError(path, "no decodable video frames")
         info.check_complete(path, last_end)
-        centres, span_starts, span_ends = sample_grid(last_end, config.fps)
-        picked = picked[: len(centres)]
-        while len(picked) < len(centres):
+        count = len(sample_grid(last_end, config.fps)[0])
+        picked = picked[:count]
+        while len(picked) < count:
             if best_rgb is None:
                 best_rgb = _rgb(best, width, height)
             picked.append(best_rgb)
-        return SampledFrames(
-            path=str(path),
-            frames=np.stack(picked),
-            times=centres,
-            starts=span_starts,
-            ends=span_ends,
-            duration=last_end,
-            native_fps=info.fps,
-            width=info.width,
-            height=info.height,
-        )
+        return _sampled(path, np.stack(picked), last_end, info, config.fps)
+
+
+def _sampled(path: Path, frames: np.ndarray, duration: float, info: VideoInfo, fps: float):
+    """The frames picked for each span of the sampling grid, with their times."""
+    centres, starts, ends = sample_grid(duration, fps)
+    return SampledFrames(
+        path=str(path),
+        frames=frames,
+        times=centres,
+        starts=starts,
+        ends=ends,
+        duration=duration,
+        native_fps=info.fps,
+        width=info.width,
+        height=info.height,
+    )
 
 
 def _rgb(frame, width: int, height: int) -> np.ndarray:
