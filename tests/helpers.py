@@ -50,3 +50,11 @@ def vfr_times() -> list[float]:
 def write_audio_only(path: Path) -> Path:
     run_ffmpeg(["-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", str(path)])
     return path
+
+
+def write_corrupt(path: Path, real_mp4: Path) -> Path:
+    """A deterministic corrupt video: the head of a real MP4 whose index (moov) is cut off.
+    Random bytes are not used: FFmpeg now and then probes noise as an audio stream."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(real_mp4.read_bytes()[:40_000])
+    return path

@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks.edits import Part, compose
 from pipeline.index import ReferenceIndex
+from tests.helpers import write_corrupt
 from workers.audit import Audit, ingest, iter_inputs
 from workers.cli import expand_inputs
 
@@ -44,7 +45,7 @@ def library(tmp_path_factory, clips, photos, config, ray_session):
     compose(
         [Part(clips["cup"], 5.0, start=2.0, vf="eq=brightness=0.1"), filler], queries / "d_cup.mp4"
     )
-    (queries / "e_corrupt.mp4").write_bytes(os.urandom(30_000))
+    write_corrupt(queries / "e_corrupt.mp4", clips["bikes"])
     index = root / "index"
     killed = []
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.edits import Part, compose
+from tests.helpers import write_corrupt
 from workers.cli import main
 
 COPY_Q = (5.0, 11.0)  # where the copied excerpt sits in the query
@@ -40,7 +40,7 @@ def scene(tmp_path_factory, clips, photos):
         [Part(clips["Megamind"], 6.0, start=1.0), Part(photos["chelsea"], 4.0, photo=True)],
         queries / "unrelated.mp4",
     )
-    (queries / "corrupt.mp4").write_bytes(os.urandom(50_000))
+    write_corrupt(queries / "corrupt.mp4", clips["bikes"])
     index = root / "index"
     assert main(["index", "add", str(refs), "--index", str(index), "--json", "-q"]) == 0
     return root

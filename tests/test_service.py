@@ -25,6 +25,7 @@ from benchmarks.broker import (
 )
 from benchmarks.edits import Part, compose
 from pipeline.index import ReferenceIndex, file_sha256
+from tests.helpers import write_corrupt
 
 pytestmark = pytest.mark.kafka
 
@@ -63,7 +64,7 @@ def world(tmp_path_factory, clips, photos, detector):
     compose(
         [Part(photos["chelsea"], 4.0, photo=True), Part(clips["cup"], 4.0)], uploads / "clean.mp4"
     )
-    (uploads / "corrupt.mp4").write_bytes(os.urandom(40_000))
+    write_corrupt(uploads / "corrupt.mp4", clips["bikes"])
     shutil.copy(clips["vtest"], uploads / "long.avi")  # 79.5 s: over the test's 60 s limit
     shutil.copy(clips["bikes"], outside / "secret.mp4")
     os.symlink(outside / "secret.mp4", uploads / "escape.mp4")
