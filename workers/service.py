@@ -254,7 +254,11 @@ class KafkaService:
                     deadline = time.monotonic() + self.serve.shutdown_grace_s
                 if deadline is not None and time.monotonic() > deadline:
                     return False
-                self.consumer.poll(timeout_ms=200)  # heartbeats and group membership only
+                # Heartbeats and group membership only: paused partitions return nothing, but
+                # should a record slip through, rewind so it is delivered again, never lost.
+                for partition, records in self.consumer.poll(timeout_ms=200).items():
+                    if records:
+                        self.consumer.seek(partition, records[0].offset)
             return True
         finally:
             self.consumer.resume(*[p for p in partitions if p in self.consumer.assignment()])
