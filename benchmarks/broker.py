@@ -24,8 +24,8 @@ def tansu_binary() -> Path:
 
 
 @contextlib.contextmanager
-def tansu_broker(log_path: Path) -> Iterator[str]:
-    port = free_port()
+def tansu_broker(log_path: Path, port: int | None = None) -> Iterator[str]:
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     with open(log_path, "w") as log:
         process = subprocess.Popen(

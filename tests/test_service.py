@@ -196,3 +196,35 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(broker, world):
     assert {a["upload_id"] for a in found} == {f"k-{stem}" for stem in world["truth"]}
     distinct = {a["alert_id"] for a in found}
     assert len(distinct) == len(world["truth"])  # redelivery never makes a new distinct alert
+
+
+def test_service_waits_for_a_broker_that_is_not_up_yet(world, tmp_path):
+    """Broker unavailable at start is a transient failure: the service retries, then works."""
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    service = start_service(world, bootstrap, "late")
+    try:
+        time.sleep(3)
+        assert service.poll() is None  # still running, waiting for the broker
+        with tansu_broker(tmp_path / "late.log", port=port):
+            create_topics(bootstrap, "late-uploads", "late-alerts", "late-dlq")
+            up = world["uploads"]
+            ends = produce(bootstrap, "late-uploads", [upload("l-1", str(up / "copy_bikes.mp4"))])
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                try:
+                    if committed(bootstrap, "late", "late-uploads") == ends:
+                        break
+                except Exception:  # the group coordinator may not be ready yet
+                    pass
+                time.sleep(0.5)
+            assert committed(bootstrap, "late", "late-uploads") == ends
+            reader = TopicReader(bootstrap, "late-alerts")
+            (alert,) = _alerts(reader.read_until(lambda rs: len(rs) >= 1, timeout=30))
+            reader.close()
+            assert alert["upload_id"] == "l-1" and alert["reference_id"] == "bikes"
+            service.send_signal(signal.SIGTERM)
+            assert service.wait(60) == 0
+    finally:
+        if service.poll() is None:
+            service.kill()

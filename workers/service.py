@@ -356,7 +356,23 @@ class KafkaService:
 
 
 def serve(config: Config) -> int:
-    service = KafkaService(config)
+    """Run until SIGTERM/SIGINT. An unreachable broker at start-up is waited for, with backoff."""
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    processor = UploadProcessor(config)  # fails fast on a bad index or missing allowed roots
+    delay = config.serve.backoff_s
+    while True:
+        try:
+            service = KafkaService(config, processor)
+            break
+        except (KafkaTimeoutError, KafkaConnectionError):
+            log.warning(
+                "no broker reachable at %s; retrying in %.1fs",
+                config.serve.bootstrap_servers,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(config.serve.max_backoff_s, max(delay, 0.1) * 2)
     service.install_signal_handlers()
     service.run()
     return 0
