@@ -49,9 +49,9 @@ def build(out: Path, references: int, uploads: int, seed: int = 5) -> dict:
     refs = out / "references"
     refs.mkdir(parents=True, exist_ok=True)
     durations = {}
-    for name in SOURCES:
-        import av
+    import av
 
+    for name in SOURCES:
         with av.open(str(clips[name])) as container:
             durations[name] = container.duration / 1e6
     for number in range(references):

@@ -99,16 +99,20 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> bool:
     return min(a1, b1) > max(a0, b0)
 
 
+def covered_seconds(spans: list[tuple[float, float]]) -> float:
+    """Length of the union of ``spans``."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(spans):
+        start = max(start, end)
+        if stop > start:
+            total += stop - start
+            end = stop
+    return total
+
+
 def _covered(lo: float, hi: float, intervals: list[tuple[float, float]]) -> float:
     """Length of [lo, hi] covered by the union of ``intervals``."""
-    clipped = sorted((max(lo, a), min(hi, b)) for a, b in intervals if min(hi, b) > max(lo, a))
-    total, end = 0.0, lo
-    for a, b in clipped:
-        a = max(a, end)
-        if b > a:
-            total += b - a
-            end = b
-    return total
+    return covered_seconds([(max(lo, a), min(hi, b)) for a, b in intervals])
 
 
 def _axis_ratio(sources: list[Box], targets: list[Box], axis: str) -> float:

@@ -14,20 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.config import PolicyConfig as AlertPolicy
+from pipeline.metric import covered_seconds
 from pipeline.records import Match, QueryResult
 
 ALERT_SCHEMA_VERSION = 1
-
-
-def covered_seconds(spans: list[tuple[float, float]]) -> float:
-    """Length of the union of ``spans``."""
-    total, end = 0.0, float("-inf")
-    for start, stop in sorted(spans):
-        start = max(start, end)
-        if stop > start:
-            total += stop - start
-            end = stop
-    return total
 
 
 def match_amounts(match: Match, query_duration: float, reference_duration: float) -> dict:

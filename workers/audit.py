@@ -26,8 +26,7 @@ from pipeline import atomic
 from pipeline.config import Config
 from pipeline.errors import PermanentError, TransientError
 from pipeline.ledger import Ledger
-from pipeline.metric import Box, write_segments
-from pipeline.policy import covered_seconds
+from pipeline.metric import Box, covered_seconds, write_segments
 from workers.actors import AlignActor, DecodeActor, EmbedActor, IndexWriterActor
 
 log = logging.getLogger(__name__)
