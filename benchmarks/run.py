@@ -67,7 +67,9 @@ def run_copyspan(data: Path, config: Config, work: Path) -> tuple[list[MethodRun
     detector = CopyDetector(config)
     index = ReferenceIndex(work / "index")
     started = time.perf_counter()
-    items = [(detector.describe(p), file_sha256(p)) for p in videos(data / "references")]
+    items = [
+        (detector.describe(p, views=False), file_sha256(p)) for p in videos(data / "references")
+    ]
     index.add(items)
     index_seconds = time.perf_counter() - started
     durations = {f.video_id: f.duration for f, _ in items}

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         detector = CopyDetector(config)
         index = ReferenceIndex(index_dir)
         for path in sorted((data / "references").iterdir()):
-            index.add([(detector.describe(path), file_sha256(path))])
+            index.add([(detector.describe(path, views=False), file_sha256(path))])
         index.close()
     with ReferenceIndex(index_dir) as index:
         info = index.info()

@@ -42,7 +42,7 @@ def single_process(config: Config, refs: list[Path], queries: list[Path], work: 
     detector = CopyDetector(config)
     index = ReferenceIndex(work / "index-single")
     started = time.perf_counter()
-    index.add([(detector.describe(p), file_sha256(p)) for p in refs])
+    index.add([(detector.describe(p, views=False), file_sha256(p)) for p in refs])
     ingest_s = time.perf_counter() - started
     started = time.perf_counter()
     for path in queries:

@@ -37,6 +37,9 @@ class Aligner(Protocol):
         ...
 
 
+DIAGONAL_PREFERENCE = 1e-4  # per frame of skew: breaks ties only, never outweighs similarity
+
+
 class TemporalNetwork:
     def __init__(self, config: AlignConfig):
         self.config = config
@@ -123,7 +126,11 @@ def _longest_paths(rows, cols, weights, alive, by_row, max_step):
         preds = np.arange(plo, lo)
         dj = cols[here][:, None] - cols[preds][None, :]
         ok = (dj >= 0) & (dj <= max_step) & np.isfinite(score[preds])[None, :]
-        candidate = np.where(ok, score[preds][None, :], -np.inf)
+        # Between equally good predecessors prefer the one on the diagonal (playback at the
+        # original speed): static shots and merged keyframes repeat a similarity along a row,
+        # and without a preference the path would idle on the first of equal reference frames.
+        skew = np.abs(dj - (i - rows[preds])[None, :]) * DIAGONAL_PREFERENCE
+        candidate = np.where(ok, score[preds][None, :] - skew, -np.inf)
         best = np.argmax(candidate, axis=1)
         best_score = candidate[np.arange(len(here)), best]
         extend = best_score > 0

@@ -61,9 +61,48 @@ class EmbedConfig:
 class SuppressConfig:
     crop_borders: bool  # crop black borders shared by every frame before embedding
     blank_frames: bool  # blank / near-uniform frames get weight 0
+    generic: bool  # query frames that resemble the index's background set weigh less
+    background_k: int  # background neighbours averaged into a frame's background similarity
+    generic_low: float  # background similarity up to which a frame keeps weight 1 ...
+    generic_high: float  # ... falling linearly to weight 0 here
 
     def validate(self) -> None:
-        pass
+        _check(self.background_k > 0, "suppress.background_k must be > 0")
+        _check(self.generic_low < self.generic_high, "suppress.generic_low < generic_high")
+
+
+@dataclass(frozen=True)
+class KeyframesConfig:
+    enabled: bool  # collapse runs of near-identical consecutive sampled frames
+    min_corr: float  # descriptor cosine similarity above which a frame repeats the run's first
+    max_run: int  # most sampled frames one kept frame may stand for (bounds time error)
+
+    def validate(self) -> None:
+        _check(-1 <= self.min_corr <= 1, "keyframes.min_corr must be in [-1, 1]")
+        _check(self.max_run >= 1, "keyframes.max_run must be >= 1")
+
+
+@dataclass(frozen=True)
+class ViewsConfig:
+    enabled: bool  # embed extra views of query frames (see pipeline/views.py)
+    flip: bool  # a horizontally flipped view
+    regions: bool  # sub-regions bounded by persistent straight edges (picture-in-picture, stacks)
+    max_regions: int
+    max_share: float  # region-view pixels, at most this share of the video's frames' pixels
+    window: int  # sampled frames analysed together (a layout must hold this long)
+    cut_corr: float  # consecutive-frame thumbnail correlation below which a shot ends
+    activity: float  # grey-level std over a window along a layout line's moving side
+    edge_contrast: float  # grey-level step that counts as an edge
+    persistence: float  # share of sampled frames an edge pixel must be an edge in
+    min_side: float  # a region side spans at least this share of the frame
+    min_area: float  # region area, as a share of the frame
+    max_area: float
+    min_support: float  # share of each region side the detected edges must cover
+
+    def validate(self) -> None:
+        _check(self.max_regions >= 0 and self.window >= 3, "views.max_regions/window")
+        _check(0 < self.persistence <= 1 and 0 < self.min_support <= 1, "views shares in (0, 1]")
+        _check(0 < self.min_area <= self.max_area <= 1, "views.min_area/max_area in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -71,6 +110,8 @@ class SearchConfig:
     knn_k: int
     candidate_min_sim: float
     max_candidates: int
+    video_candidates: int  # also align the best video-level neighbours (0 = frame kNN only)
+    video_min_sim: float  # ... when their video descriptors are at least this similar
 
     def validate(self) -> None:
         _check(self.knn_k > 0 and self.max_candidates > 0, "search.knn_k/max_candidates > 0")
@@ -171,6 +212,8 @@ class Config:
     decode: DecodeConfig
     embed: EmbedConfig
     suppress: SuppressConfig
+    keyframes: KeyframesConfig
+    views: ViewsConfig
     search: SearchConfig
     align: AlignConfig
     index: IndexConfig

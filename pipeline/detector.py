@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.align import boxes_to_segments, make_aligner
-from pipeline.config import Config, SuppressConfig
+from pipeline.config import Config
 from pipeline.decode import decode_video
 from pipeline.embed import Embedder, make_embedder
 from pipeline.index import Reference, ReferenceIndex
+from pipeline.keyframes import Keyframes, expand, select_keyframes
+from pipeline.pooling import pool
 from pipeline.records import Match, QueryResult, SampledFrames, VideoFeatures
-from pipeline.suppress import crop_borders, frame_weights
+from pipeline.suppress import crop_borders, frame_weights, generic_weights
+from pipeline.views import View, query_views
 
 log = logging.getLogger(__name__)
 
@@ -24,35 +29,65 @@ def preprocess_id(config: Config) -> str:
     return f"short_side={config.decode.short_side};crop_borders={int(config.suppress.crop_borders)}"
 
 
-def prepare_frames(sampled: SampledFrames, config: SuppressConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Frames to embed (borders cropped) and the evidence weight of each."""
-    frames = crop_borders(sampled.frames) if config.crop_borders else sampled.frames
-    ones = np.ones(len(frames), np.float32)
-    return frames, frame_weights(frames) if config.blank_frames else ones
+@dataclass
+class PreparedFrames:
+    """One video's frames ready for the embedder, and the query views found in them."""
+
+    sampled: SampledFrames
+    frames: np.ndarray  # [N, H, W, 3] sampled frames, borders cropped: embedded first
+    weights: np.ndarray  # [N] evidence weight of each frame
+    views: dict[str, View]  # name -> (sampled frames it applies to, pixels from frames)
+
+    def view_batches(self, keys: Keyframes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Pixels to embed for each view: only for kept frames whose runs the view covers."""
+        batches = {}
+        for name, (sampled_rows, crop) in self.views.items():
+            rows = np.unique(keys.run[sampled_rows])
+            batches[name] = (rows, np.ascontiguousarray(crop(self.frames[keys.kept[rows]])))
+        return batches
+
+
+def prepare_frames(sampled: SampledFrames, config: Config, views: bool = True) -> PreparedFrames:
+    """Borders cropped, evidence weights and (for queries) extra views."""
+    frames = crop_borders(sampled.frames) if config.suppress.crop_borders else sampled.frames
+    weights = frame_weights(frames) if config.suppress.blank_frames else np.ones(len(frames))
+    found = query_views(frames, config.views) if views else {}
+    return PreparedFrames(sampled, frames, weights.astype(np.float32), found)
 
 
 def build_features(
-    sampled: SampledFrames,
+    prepared: PreparedFrames,
+    keys: Keyframes,
     embeddings: np.ndarray,
-    weights: np.ndarray,
+    view_embeddings: dict[str, tuple[np.ndarray, np.ndarray]],
     video_id: str,
     model: str,
     fps: float,
     timings: dict[str, float],
     preprocess: str = "",
 ) -> VideoFeatures:
+    """``embeddings`` are of every sampled frame; the features keep the keyframes'."""
+    kept = embeddings[keys.kept]
+    views = {}
+    for name, (rows, described) in view_embeddings.items():
+        # Frames a view does not cover keep their own descriptor: the best-view max is a no-op.
+        views[name] = kept.copy()
+        views[name][rows] = described
+    sampled = prepared.sampled
     return VideoFeatures(
         video_id=video_id,
         path=sampled.path,
         duration=sampled.duration,
-        embeddings=embeddings,
-        starts=sampled.starts,
-        ends=sampled.ends,
+        embeddings=kept,
+        starts=keys.starts,
+        ends=keys.ends,
         model=model,
         fps=fps,
         timings=timings,
-        weights=weights,
+        weights=prepared.weights[keys.kept],
         preprocess=preprocess,
+        views=views,
+        sampled=len(sampled.frames),
     )
 
 
@@ -72,17 +107,31 @@ class CopyDetector:
 
     # ---- describing ----------------------------------------------------------------------
 
-    def describe(self, path: str | Path, video_id: str | None = None) -> VideoFeatures:
-        """Decode and embed one video. Raises ``VideoDecodeError`` for unusable input."""
+    def describe(
+        self, path: str | Path, video_id: str | None = None, views: bool = True
+    ) -> VideoFeatures:
+        """Decode and embed one video (``views=False`` for references: no query views).
+        Raises ``VideoDecodeError`` for unusable input."""
         started = time.perf_counter()
         sampled = decode_video(path, self.config.decode)
-        decoded = time.perf_counter()
-        frames, weights = prepare_frames(sampled, self.config.suppress)
-        embeddings = self.embedder.embed(frames)
-        log.debug("described %s: %d frames", path, len(embeddings))
-        timings = {"decode": decoded - started, "embed": time.perf_counter() - decoded}
+        decode_s = time.perf_counter() - started
+        return self.describe_sampled(sampled, video_id or video_id_for(path), views, decode_s)
+
+    def describe_sampled(
+        self, sampled: SampledFrames, video_id: str, views: bool = True, decode_s: float = 0.0
+    ) -> VideoFeatures:
+        started = time.perf_counter()
+        prepared = prepare_frames(sampled, self.config, views)
+        embeddings = self.embedder.embed(prepared.frames)
+        keys = select_keyframes(embeddings, sampled.starts, sampled.ends, self.config.keyframes)
+        view_embeddings = {
+            name: (rows, self.embedder.embed(pixels))
+            for name, (rows, pixels) in prepared.view_batches(keys).items()
+        }
+        log.debug("described %s: kept %d of %d frames", video_id, len(keys.kept), len(embeddings))
+        timings = {"decode": decode_s, "embed": time.perf_counter() - started}
         return build_features(
-            sampled, embeddings, weights, video_id or video_id_for(path), self.embedder.model_id,
+            prepared, keys, embeddings, view_embeddings, video_id, self.embedder.model_id,
             self.config.decode.fps, timings, self.preprocess,
         )  # fmt: skip
 
@@ -91,13 +140,16 @@ class CopyDetector:
     def align_pair(self, query: VideoFeatures, reference: VideoFeatures) -> Match | None:
         """Localize copied segments between two described videos; None when there are none."""
         sim = query.embeddings @ reference.embeddings.T
+        for view in query.views.values():  # the best view of each query frame
+            np.maximum(sim, view @ reference.embeddings.T, out=sim)
         sim *= query.weights[:, None] * reference.weights[None, :]  # no evidence from blanks
-        boxes = self.aligner(sim)
+        # Kept keyframes back on the sampling grid: alignment counts sampled frames.
+        q_rows, q_starts, q_ends = expand(query.starts, query.ends, query.fps)
+        r_rows, r_starts, r_ends = expand(reference.starts, reference.ends, reference.fps)
+        boxes = self.aligner(sim[q_rows][:, r_rows])
         if not boxes:
             return None
-        segments = boxes_to_segments(
-            boxes, query.starts, query.ends, reference.starts, reference.ends
-        )
+        segments = boxes_to_segments(boxes, q_starts, q_ends, r_starts, r_ends)
         segments.sort(key=lambda s: s.query_start)
         return Match(
             reference_id=reference.video_id,
@@ -109,18 +161,52 @@ class CopyDetector:
     def candidates(self, query: VideoFeatures, index: ReferenceIndex) -> list[Reference]:
         """References worth aligning: frame-level kNN, max similarity per reference."""
         cfg = self.config.search
-        sims, nums, _ = index.search(query.embeddings, cfg.knn_k)
-        sims = sims * query.weights[:, None]
+        views = [query.embeddings, *query.views.values()]
+        sims, nums, _ = index.search(np.concatenate(views), cfg.knn_k)
+        sims = sims * np.tile(query.weights, len(views))[:, None]
         best: dict[int, float] = {}
         for num, sim in zip(nums.ravel().tolist(), sims.ravel().tolist(), strict=True):
             if num >= 0 and sim >= cfg.candidate_min_sim and sim > best.get(num, -1.0):
                 best[num] = sim
         ranked = sorted(best, key=best.__getitem__, reverse=True)[: cfg.max_candidates]
+        # Second stage: references whose whole-video descriptor is close, even when no single
+        # frame pair reached the frame-level threshold.
+        if cfg.video_candidates:
+            for ref, sim in self.similar_videos(query, index, cfg.video_candidates):
+                if sim >= cfg.video_min_sim and ref.num not in ranked:
+                    ranked.append(ref.num)
         return [index.by_num(num) for num in ranked]
+
+    def similar_videos(
+        self, query: VideoFeatures, index: ReferenceIndex, k: int = 10
+    ) -> list[tuple[Reference, float]]:
+        """The ``k`` references whose video-level descriptors are most similar to the query's
+        (the best over the query's views), most similar first."""
+        spans = np.maximum(query.ends - query.starts, 0.0) * query.weights
+        pooled = np.stack([pool(e, spans) for e in (query.embeddings, *query.views.values())])
+        sims, nums = index.search_videos(pooled, k)
+        best: dict[int, float] = {}
+        for num, sim in zip(nums.ravel().tolist(), sims.ravel().tolist(), strict=True):
+            if num >= 0 and sim > best.get(num, -2.0):
+                best[num] = sim
+        ranked = sorted(best, key=best.__getitem__, reverse=True)[:k]
+        return [(index.by_num(num), best[num]) for num in ranked]
+
+    def weigh_generic(self, query: VideoFeatures, index: ReferenceIndex) -> VideoFeatures:
+        """The query with frames that resemble the index's background set weighed down."""
+        cfg = self.config.suppress
+        background = index.background() if cfg.generic else None
+        if background is None:
+            return query
+        weights = generic_weights(
+            query.embeddings, background, cfg.background_k, cfg.generic_low, cfg.generic_high
+        )
+        return dataclasses.replace(query, weights=query.weights * weights)
 
     def query_features(self, query: VideoFeatures, index: ReferenceIndex) -> QueryResult:
         index.check_model(query.model, query.preprocess)
         started = time.perf_counter()
+        query = self.weigh_generic(query, index)
         candidates = self.candidates(query, index) if len(query) else []
         searched = time.perf_counter()
         matches = []
@@ -145,7 +231,7 @@ class CopyDetector:
     def match(self, query_path: str | Path, reference_path: str | Path) -> QueryResult:
         """Compare two files directly, without an index."""
         query = self.describe(query_path)
-        reference = self.describe(reference_path)
+        reference = self.describe(reference_path, views=False)
         match = self.align_pair(query, reference)
         return QueryResult(
             query_id=query.video_id,

@@ -5,9 +5,11 @@ Layout of ``DIR``::
     catalog.sqlite     videos (id, path, sha256, duration, fps, frames, model, added_at) + meta
     vectors/<num>.npz  per-video descriptors and frame spans (no pickle)
     frames.faiss       FAISS IndexIDMap2 over IndexFlatIP; id = num << 24 | frame
+    videos.faiss       FAISS IndexIDMap2 over IndexFlatIP of video-level descriptors; id = num
     frames.json        sidecar: model, dim, vector count, catalog generation it was built at
+    background.npz     optional: descriptors of background footage (generic-frame weights)
 
-The catalog is the source of truth and the FAISS file is derived from the npz files. Every
+The catalog is the source of truth and the FAISS files are derived from the npz files. Every
 change bumps the catalog's generation; the FAISS file is written (atomically) before the
 catalog commits, so after a crash the generations disagree and the FAISS index is rebuilt from
 the descriptors. Writers hold an exclusive lock on ``DIR/.lock``.
@@ -37,6 +39,7 @@ from pipeline.errors import (
     ReferenceIndexError,
     UnknownReferenceError,
 )
+from pipeline.pooling import video_descriptor
 from pipeline.records import VideoFeatures
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,9 @@ class ReferenceIndex:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
         self._faiss: faiss.Index | None = None
+        self._videos: faiss.Index | None = None
+        self._background: np.ndarray | None = None
+        self._background_key: int | None = None
         self._faiss_generation = -1
         self._unlink_after_commit: list[Path] = []
 
@@ -256,6 +262,7 @@ class ReferenceIndex:
             weights=features.weights,
         )
         index.add_with_ids(features.embeddings, _frame_ids(num, len(features)))
+        self._videos.add_with_ids(video_descriptor(features)[None], np.array([num], np.int64))
         log.info("indexed %s (%d frames) as #%d", features.video_id, len(features), num)
 
     def remove(self, video_ids: list[str]) -> list[str]:
@@ -280,13 +287,14 @@ class ReferenceIndex:
         assert ref is not None
         lo, hi = ref.num << FRAME_BITS, (ref.num + 1) << FRAME_BITS
         index.remove_ids(faiss.IDSelectorRange(lo, hi))
+        self._videos.remove_ids(faiss.IDSelectorRange(ref.num, ref.num + 1))
         self.db.execute("DELETE FROM videos WHERE num = ?", (ref.num,))
         self._unlink_after_commit.append(self._vector_path(ref.num))
         log.info("removed %s (#%d)", ref.id, ref.num)
 
     def _rollback(self) -> None:
         self.db.execute("ROLLBACK")
-        self._faiss = None  # the in-memory index may hold uncommitted changes
+        self._faiss = self._videos = None  # the in-memory indexes may hold uncommitted changes
         self._unlink_after_commit.clear()
 
     def _commit(self, index: faiss.Index) -> None:
@@ -308,6 +316,8 @@ class ReferenceIndex:
     def _save_faiss(self, index: faiss.Index, generation: int) -> None:
         with atomic.atomic_path(self.root / "frames.faiss") as tmp:
             faiss.write_index(index, str(tmp))
+        with atomic.atomic_path(self.root / "videos.faiss") as tmp:
+            faiss.write_index(self._videos, str(tmp))
         atomic.write_json(
             self.root / "frames.json",
             {
@@ -316,6 +326,7 @@ class ReferenceIndex:
                 "model": self.model,
                 "dim": index.d,
                 "vectors": int(index.ntotal),
+                "videos": int(self._videos.ntotal),
                 "generation": generation,
             },
         )
@@ -330,22 +341,27 @@ class ReferenceIndex:
             return self._faiss
         sidecar = self.root / "frames.json"
         built_at = json.loads(sidecar.read_text())["generation"] if sidecar.exists() else -1
-        if built_at == generation and (self.root / "frames.faiss").exists():
-            index = faiss.read_index(str(self.root / "frames.faiss"))
+        files = [self.root / "frames.faiss", self.root / "videos.faiss"]
+        if built_at == generation and all(f.exists() for f in files):
+            index = faiss.read_index(str(files[0]))
+            self._videos = faiss.read_index(str(files[1]))
         elif generation == 0:  # a new, empty index
-            index = self._empty_faiss()
+            index, self._videos = self._empty_faiss(), self._empty_faiss()
         else:
             index = self._rebuild_faiss()
         self._faiss, self._faiss_generation = index, generation
         return index
 
     def _rebuild_faiss(self) -> faiss.Index:
-        """Recreate the FAISS index from the catalog's descriptors (after a crash)."""
-        log.warning("rebuilding the FAISS index of %s from its descriptors", self.root)
-        index = self._empty_faiss()
+        """Recreate the FAISS indexes from the catalog's descriptors (after a crash, or for an
+        index written before video-level descriptors existed)."""
+        log.warning("rebuilding the FAISS indexes of %s from its descriptors", self.root)
+        index, self._videos = self._empty_faiss(), self._empty_faiss()
         for ref in self.references():
             vectors = self._load_vectors(ref.num)
             index.add_with_ids(vectors["embeddings"], _frame_ids(ref.num, ref.frames))
+            pooled = video_descriptor(self.features(ref))[None]
+            self._videos.add_with_ids(pooled, np.array([ref.num], np.int64))
         return index
 
     # ---- reading -------------------------------------------------------------------------
@@ -380,6 +396,46 @@ class ReferenceIndex:
         nums = np.where(ids >= 0, ids >> FRAME_BITS, -1)
         frames = np.where(ids >= 0, ids & FRAME_MASK, -1)
         return sims, nums, frames
+
+    def search_videos(self, descriptors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """kNN over video-level descriptors: similarities and reference numbers, each [M, k];
+        missing neighbours have reference number -1."""
+        self._load_faiss()
+        videos = self._videos
+        if videos is None or videos.ntotal == 0:
+            return np.zeros((len(descriptors), 1), np.float32), np.full((len(descriptors), 1), -1)
+        k = max(1, min(k, int(videos.ntotal)))
+        return videos.search(np.ascontiguousarray(descriptors, dtype=np.float32), k)
+
+    # ---- background footage (generic-frame weights) ---------------------------------------
+
+    def set_background(self, embeddings: np.ndarray, sources: list[str]) -> None:
+        """Replace the background set: descriptors of footage that is not a reference (stock
+        intros, studio logos, common b-roll). Query frames that resemble it carry less weight."""
+        with self._write_lock():
+            if self.model is None:
+                raise ReferenceIndexError("add references before a background set")
+            if embeddings.ndim != 2 or embeddings.shape[1] != int(self._meta("dim") or 0):
+                raise ReferenceIndexError(
+                    f"background descriptors must be [N, {self._meta('dim')}]"
+                )
+            atomic.write_npz(
+                self.root / "background.npz",
+                embeddings=np.ascontiguousarray(embeddings, np.float32),
+                sources=np.array(sources, dtype=str),
+            )
+        self._background_key = None
+
+    def background(self) -> np.ndarray | None:
+        """The background descriptors, or None when the index has none."""
+        path = self.root / "background.npz"
+        if not path.exists():
+            return None
+        key = path.stat().st_mtime_ns
+        if self._background_key != key:
+            self._background = atomic.read_npz(path)["embeddings"]
+            self._background_key = key
+        return self._background
 
 
 def _frame_ids(num: int, count: int) -> np.ndarray:

@@ -50,6 +50,9 @@ class VideoFeatures:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     weights: np.ndarray | None = None  # [N] float32 in [0, 1]: evidence each frame carries
     preprocess: str = ""  # frame preparation the descriptors depend on (see preprocess_id)
+    # Query-side extra views (pipeline/views.py): name -> [N, D] descriptors of the same frames.
+    views: dict[str, np.ndarray] = field(default_factory=dict)
+    sampled: int = -1  # frames sampled before keyframe selection (-1: same as N)
 
     def __post_init__(self) -> None:
         n = self.embeddings.shape[0]
@@ -63,6 +66,10 @@ class VideoFeatures:
         )
         if self.weights.shape != (n,):
             raise ValueError("weights must be [N] matching embeddings")
+        if any(v.shape != self.embeddings.shape for v in self.views.values()):
+            raise ValueError("every view must be [N, D] like the embeddings")
+        if self.sampled < 0:
+            self.sampled = n
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]

@@ -15,13 +15,14 @@ import numpy as np
 def border_box(
     frames: np.ndarray, dark: float = 24.0, min_keep: float = 0.4
 ) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) of the picture inside black borders shared by every frame.
+    """(top, bottom, left, right) of the picture inside black borders shared by every frame
+    (``frames`` is [N, H, W, 3] colour or [N, H, W] grey).
 
     A row or column is border when it is dark in every frame (its brightest frame is darker
     than ``dark``). Never crops to less than ``min_keep`` of either side."""
     if len(frames) == 0:
         return 0, frames.shape[1], 0, frames.shape[2]
-    luma = frames.mean(axis=3)  # [N, H, W]
+    luma = frames.mean(axis=3) if frames.ndim == 4 else frames  # [N, H, W]
     rows = luma.mean(axis=2).max(axis=0)  # brightest appearance of each row
     cols = luma.mean(axis=1).max(axis=0)
     top, bottom = _span(rows > dark)
@@ -46,6 +47,22 @@ def crop_borders(frames: np.ndarray) -> np.ndarray:
     if (top, left) == (0, 0) and (bottom, right) == frames.shape[1:3]:
         return frames
     return np.ascontiguousarray(frames[:, top:bottom, left:right])
+
+
+def generic_weights(
+    embeddings: np.ndarray, background: np.ndarray | None, k: int, low: float, high: float
+) -> np.ndarray:
+    """[N] weights in [0, 1] for frames that resemble background footage (VSC-style
+    normalisation against frames that are not the query's): a frame's background similarity is
+    the mean of its ``k`` most similar background frames; weight 1 up to ``low``, 0 from
+    ``high``. Stock intros, logos and common b-roll in the background set stop being evidence
+    of a copy of any one reference."""
+    if background is None or len(background) == 0 or len(embeddings) == 0:
+        return np.ones(len(embeddings), np.float32)
+    sims = embeddings @ background.T
+    k = min(k, sims.shape[1])
+    top = -np.partition(-sims, k - 1, axis=1)[:, :k]
+    return np.clip((high - top.mean(axis=1)) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
 def frame_weights(frames: np.ndarray, min_std: float = 6.0) -> np.ndarray:

@@ -8,15 +8,15 @@ from pipeline.errors import ConfigError
 
 def test_defaults_load_and_validate():
     config = load_config()
-    assert config.decode.fps == 1.0 and config.embed.model == "sscd"
+    assert config.decode.fps == 2.0 and config.embed.model == "sscd"
     assert config.align.method == "tn"
 
 
 def test_user_file_overrides_defaults(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("decode:\n  fps: 2\nembed:\n  model: sscd_distilled\n")
+    path.write_text("decode:\n  fps: 1\nembed:\n  model: sscd_distilled\n")
     config = load_config(path)
-    assert config.decode.fps == 2.0 and isinstance(config.decode.fps, float)
+    assert config.decode.fps == 1.0 and isinstance(config.decode.fps, float)
     assert config.embed.model == "sscd_distilled"
     assert config.decode.short_side == load_config().decode.short_side
 

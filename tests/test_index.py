@@ -148,3 +148,54 @@ def test_other_frame_preparation_is_refused(tmp_path):
         index.check_model("sscd", a.preprocess)
         with pytest.raises(ModelMismatchError, match="rebuild the index"):
             index.check_model("sscd", "short_side=288;crop_borders=1")
+
+
+def _nearest_video(index: ReferenceIndex, features: VideoFeatures) -> list[str]:
+    from pipeline.pooling import video_descriptor
+
+    _sims, nums = index.search_videos(video_descriptor(features)[None], 3)
+    return [index.by_num(int(n)).id for n in nums[0] if n >= 0]
+
+
+def test_video_level_index_follows_adds_removes_and_reopening(tmp_path):
+    a, b, c = _features("a", 6, 1), _features("b", 6, 2), _features("c", 6, 3)
+    with ReferenceIndex(tmp_path) as index:
+        index.add([(a, "a"), (b, "b"), (c, "c")])
+        assert _nearest_video(index, b)[0] == "b"
+        index.remove(["b"])
+        assert "b" not in _nearest_video(index, b)
+    with ReferenceIndex(tmp_path) as index:  # from disk
+        assert _nearest_video(index, c)[0] == "c" and len(_nearest_video(index, c)) == 2
+
+
+def test_video_level_index_is_rebuilt_for_an_older_index(tmp_path):
+    a = _features("a", 6, 1)
+    with ReferenceIndex(tmp_path) as index:
+        index.add([(a, "a"), (_features("b", 6, 2), "b")])
+    (tmp_path / "videos.faiss").unlink()  # written before video descriptors existed
+    with ReferenceIndex(tmp_path) as index:
+        assert _nearest_video(index, a)[0] == "a"
+
+
+def test_video_descriptor_ignores_frames_without_weight():
+    from pipeline.pooling import video_descriptor
+
+    a = _features("a", 4, 1)
+    a.weights[:] = [1, 1, 0, 0]
+    expected = a.embeddings[:2].sum(axis=0)
+    np.testing.assert_allclose(video_descriptor(a), expected / np.linalg.norm(expected), atol=1e-6)
+
+
+def test_background_set_round_trip_and_checks(tmp_path):
+    from pipeline.errors import ReferenceIndexError
+
+    with ReferenceIndex(tmp_path) as index:
+        with pytest.raises(ReferenceIndexError):  # nothing to check the model against yet
+            index.set_background(np.zeros((2, 512), np.float32), ["x"])
+        index.add([(_features("a", 4, 1), "a")])
+        assert index.background() is None
+        background = _features("bg", 3, 9).embeddings
+        index.set_background(background, ["/footage/intro.mp4"])
+        np.testing.assert_array_equal(index.background(), background)
+        with pytest.raises(ReferenceIndexError):
+            index.set_background(np.zeros((2, 64), np.float32), ["x"])

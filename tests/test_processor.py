@@ -26,7 +26,7 @@ def setup(tmp_path, clips, photos, config, detector):
         uploads / "reupload.mp4",
     )
     with ReferenceIndex(tmp_path / "index") as index:
-        index.add([(detector.describe(clips["bikes"]), file_sha256(clips["bikes"]))])
+        index.add([(detector.describe(clips["bikes"], views=False), file_sha256(clips["bikes"]))])
     serve = dataclasses.replace(
         config.serve, index=str(tmp_path / "index"), allowed_roots=[str(uploads)],
         state_dir=str(tmp_path / "state"), index_unmatched=True,

@@ -39,3 +39,17 @@ def test_real_padded_copy_is_cropped_to_its_picture(tmp_path, clips, config):
     cropped = crop_borders(frames)
     aspect = cropped.shape[2] / cropped.shape[1]
     assert abs(aspect - 640 / 272) < 0.15  # bikes is 640x272 under the bars
+
+
+def test_generic_weights_fall_with_background_similarity():
+    from pipeline.suppress import generic_weights
+
+    rng = np.random.default_rng(0)
+    background = rng.normal(size=(10, 32)).astype(np.float32)
+    background /= np.linalg.norm(background, axis=1, keepdims=True)
+    unrelated = rng.normal(size=(1, 32)).astype(np.float32)
+    unrelated /= np.linalg.norm(unrelated)
+    frames = np.concatenate([background[:1], unrelated])
+    weights = generic_weights(frames, background, k=1, low=0.5, high=0.7)
+    assert weights.tolist() == [0.0, 1.0]  # a background frame itself; a frame unlike any
+    assert generic_weights(frames, None, 1, 0.5, 0.7).tolist() == [1.0, 1.0]

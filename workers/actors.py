@@ -73,24 +73,34 @@ class EmbedActor:
     def model_id(self) -> str:
         return self.embedder.model_id
 
-    async def describe(self, decoded: Any, item: str, video_id: str, path: str):
+    async def describe(self, decoded: Any, item: str, video_id: str, path: str, views: bool = True):
         from pipeline.detector import build_features, prepare_frames, preprocess_id
+        from pipeline.keyframes import select_keyframes
 
         if isinstance(decoded, Failed):
             return decoded
-        sampled = decoded["sampled"]
         started = time.perf_counter()
-        frames, weights = prepare_frames(sampled, self.config.suppress)
+        sampled = decoded["sampled"]
+        prepared = prepare_frames(sampled, self.config, views)
+        embeddings = await self._embed(prepared.frames)
+        keys = select_keyframes(embeddings, sampled.starts, sampled.ends, self.config.keyframes)
+        view_embeddings = {
+            name: (rows, await self._embed(pixels))
+            for name, (rows, pixels) in prepared.view_batches(keys).items()
+        }
+        timings = {"decode": decoded["decode_s"], "embed": time.perf_counter() - started}
+        return build_features(
+            prepared, keys, embeddings, view_embeddings, video_id, self.embedder.model_id,
+            self.config.decode.fps, timings, preprocess_id(self.config),
+        )  # fmt: skip
+
+    async def _embed(self, frames: np.ndarray) -> np.ndarray:
+        """Queue frames for the next batch and wait for their descriptors."""
         future = asyncio.get_running_loop().create_future()
         self.pending.append((frames, future))
         if self.flusher is None or self.flusher.done():
             self.flusher = asyncio.ensure_future(self._flush_soon())
-        embeddings = await future
-        timings = {"decode": decoded["decode_s"], "embed": time.perf_counter() - started}
-        return build_features(
-            sampled, embeddings, weights, video_id, self.embedder.model_id,
-            self.config.decode.fps, timings, preprocess_id(self.config),
-        )  # fmt: skip
+        return await future
 
     async def _flush_soon(self) -> None:
         await asyncio.sleep(self.config.ray.embed_batch_wait_ms / 1000)

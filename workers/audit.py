@@ -114,11 +114,11 @@ class Stages:
     def _next(self, pool: list):
         return pool[self.turn % len(pool)]
 
-    def describe(self, item: Item):
+    def describe(self, item: Item, views: bool = True):
         self.turn += 1
         decoded = self._next(self.decoders).decode.remote(item.key, item.path)
         return self._next(self.embedders).describe.remote(
-            decoded, item.key, item.video_id, item.path
+            decoded, item.key, item.video_id, item.path, views
         )
 
     def query(self, item: Item):
@@ -126,7 +126,7 @@ class Stages:
         return self._next(self.aligners).query.remote(features, item.key, item.video_id, item.path)
 
     def ingest(self, item: Item, sha256: str, replace: bool):
-        return self.writer.add.remote(self.describe(item), sha256, replace)
+        return self.writer.add.remote(self.describe(item, views=False), sha256, replace)
 
 
 def iter_inputs(source: str | Path) -> list[Item]:

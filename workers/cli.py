@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import Config, load_config
@@ -126,7 +127,7 @@ def cmd_index_add(args, config: Config) -> int:
                 if plan in ("unchanged", "duplicate"):
                     report(path, video_id, plan)
                     continue
-                features = detector.describe(path, video_id)
+                features = detector.describe(path, video_id, views=False)
                 seen_ids[video_id] = path
                 pending.append((features, sha, path))
                 if len(pending) >= ADD_BATCH:
@@ -190,6 +191,60 @@ def cmd_index_remove(args, config: Config) -> int:
         for video_id in index.remove(args.ids):
             _emit({"id": video_id, "status": "removed"}, args.json, f"removed   {video_id}")
     return 0
+
+
+def cmd_index_background(args, config: Config) -> int:
+    """Replace the index's background set with the frames of the given videos."""
+    from pipeline.index import ReferenceIndex
+
+    files = expand_inputs(args.paths)
+    if not files:
+        raise PermanentError("no video files found in the given paths")
+    detector = _detector(config)
+    described, failures = [], 0
+    for path in _progress(files, "describing", args.quiet):
+        try:
+            described.append((path, detector.describe(path, views=False)))
+        except (PermanentError, OSError) as exc:
+            failures += 1
+            _emit({"path": str(path), "status": "failed", "error": str(exc)}, args.json,
+                  f"failed    {path}: {exc}")  # fmt: skip
+    if described:
+        with ReferenceIndex(args.index, create=False) as index:
+            index.check_model(detector.embedder.model_id, detector.preprocess)
+            embeddings = np.concatenate([f.embeddings for _, f in described])
+            index.set_background(embeddings, [str(p) for p, _ in described])
+        for path, features in described:
+            line = f"background {path} ({len(features)} frames)"
+            _emit({"path": str(path), "status": "background", "frames": len(features)},
+                  args.json, line)  # fmt: skip
+    return 1 if failures else 0
+
+
+def cmd_similar(args, config: Config) -> int:
+    """Video-level neighbours of each query (coarse retrieval, no alignment)."""
+    from pipeline.index import ReferenceIndex
+
+    files = expand_inputs(args.paths)
+    detector = _detector(config)
+    failures = 0
+    with ReferenceIndex(args.index, create=False) as index:
+        index.check_model(detector.embedder.model_id, detector.preprocess)
+        for path in _progress(files, "describing", args.quiet):
+            try:
+                query = detector.weigh_generic(detector.describe(path), index)
+            except (PermanentError, OSError) as exc:
+                failures += 1
+                _emit({"query": str(path), "error": str(exc)}, args.json, f"{path}: {exc}")
+                continue
+            similar = detector.similar_videos(query, index, args.top)
+            obj = {
+                "query": {"id": query.video_id, "path": query.path},
+                "similar": [{"reference_id": r.id, "similarity": round(s, 4)} for r, s in similar],
+            }
+            human = f"{query.video_id}: " + ", ".join(f"{r.id} {s:.3f}" for r, s in similar)
+            _emit(obj, args.json, human)
+    return 1 if failures else 0
 
 
 def cmd_query(args, config: Config) -> int:
@@ -295,6 +350,18 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("ids", nargs="+")
     remove.add_argument("--index", required=True)
     remove.set_defaults(handler=cmd_index_remove)
+    background = index_commands.add_parser(
+        "background", parents=[common], help="set background footage (generic-frame weights)"
+    )
+    background.add_argument("paths", nargs="+", help="video files or folders: not references")
+    background.add_argument("--index", required=True)
+    background.set_defaults(handler=cmd_index_background)
+
+    similar = commands.add_parser("similar", parents=[common], help="video-level neighbours")
+    similar.add_argument("paths", nargs="+", help="query video files or folders")
+    similar.add_argument("--index", required=True)
+    similar.add_argument("--top", type=int, default=10, help="neighbours per query")
+    similar.set_defaults(handler=cmd_similar)
 
     query = commands.add_parser("query", parents=[common], help="find copies of references")
     query.add_argument("paths", nargs="+", help="query video files or folders")

@@ -1,0 +1,237 @@
+"""Extra views of a query for edits that hide the copied picture inside the frame.
+
+A picture-in-picture copy or a stacked scene (two videos side by side or one above the other)
+shows the reference in a sub-region; a whole-frame descriptor mostly describes the rest. Those
+layouts have one thing in common that ordinary footage lacks: long, straight, axis-aligned edges
+that stay in the same place for the whole video. ``region_proposals`` finds such edges and
+proposes the rectangles they bound; each proposal is embedded as a view of every frame, and
+alignment takes the best view per frame pair (``CopyDetector.align_pair``). A horizontally
+flipped view is available too (``views.flip``); SSCD is only partly flip-invariant.
+
+Views are query-side only: references are indexed as they are.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.config import ViewsConfig
+from pipeline.suppress import border_box
+
+Rect = tuple[int, int, int, int]  # top, bottom, left, right (pixels, exclusive ends)
+
+
+@dataclass(frozen=True)
+class _Line:
+    at: int  # row (horizontal line) or column (vertical line), in analysis pixels
+    lo: int  # extent along the line
+    hi: int
+
+
+def _runs(mask: np.ndarray, min_len: int, max_gap: int = 2) -> list[tuple[int, int]]:
+    """Runs of True (closing gaps up to ``max_gap``) at least ``min_len`` long."""
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) > max_gap + 1)
+    starts = np.r_[idx[0], idx[breaks + 1]]
+    ends = np.r_[idx[breaks], idx[-1]] + 1
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True) if b - a >= min_len]
+
+
+def _lines(
+    persist: np.ndarray, min_len: int, activity: np.ndarray, min_activity: float
+) -> list[_Line]:
+    """Long runs in each column of ``persist`` (a boolean [extent, positions] map) along which
+    the picture moves on at least one side (every pixel somewhat, ``min_activity`` on average),
+    with non-maximum suppression across neighbouring positions (an edge blurs over 2-3
+    pixels)."""
+    found: list[_Line] = []
+    last = activity.shape[1] - 1
+    for pos in range(persist.shape[1]):
+        before = activity[:, max(0, pos - 2)]
+        after = activity[:, min(last, pos + 3)]
+        moving = np.maximum(before, after) >= min_activity / 2
+        for lo, hi in _runs(persist[:, pos] & moving, min_len):
+            if max(before[lo:hi].mean(), after[lo:hi].mean()) >= min_activity:
+                found.append(_Line(pos + 1, lo, hi))  # the edge lies between pos and pos + 1
+    found.sort(key=lambda line: -(line.hi - line.lo))
+    kept: list[_Line] = []
+    for line in found:
+        if not any(
+            abs(line.at - k.at) <= 3 and min(line.hi, k.hi) - max(line.lo, k.lo) > 0 for k in kept
+        ):
+            kept.append(line)
+    return kept
+
+
+def _coverage(lines: list[_Line], at: int, lo: int, hi: int, border: int) -> float:
+    """How much of the side [lo, hi) at ``at`` the detected lines cover (a frame border is
+    always a side)."""
+    if at in (0, border):
+        return 1.0
+    best = 0.0
+    for line in lines:
+        if abs(line.at - at) <= 2:
+            best = max(best, max(0, min(line.hi, hi) - max(line.lo, lo)) / max(1, hi - lo))
+    return best
+
+
+def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Rect]]:
+    """Layout rectangles of one window of frames ([n, h, w] grey), with their support.
+
+    The window's picture is first found inside its black borders (a stack or a letterboxed
+    part of the video shows only there). Inside it, a layout edge is one that stays in the same
+    place in most frames: picture edges move with the content. Proposed: the picture itself
+    when borders surround it, both sides of a line that crosses the whole picture (stacks), and
+    rectangles with at least two sides on such edges (picture-in-picture)."""
+    top, bottom, left, right = border_box(gray)
+    pic = gray[:, top:bottom, left:right]
+    _, h, w = pic.shape
+    rects: list[tuple[float, Rect]] = []
+    if (h, w) != gray.shape[1:]:
+        rects.append((3.0, (0, h, 0, w)))
+    if h < 8 or w < 8:
+        return []
+    vert = (np.abs(np.diff(pic, axis=2)) > config.edge_contrast).mean(0) >= config.persistence
+    horz = (np.abs(np.diff(pic, axis=1)) > config.edge_contrast).mean(0) >= config.persistence
+    # A layout line separates moving picture from something else: edges inside a still photo
+    # or a static shot persist too, but nothing moves on either side of them.
+    activity = pic.std(axis=0)
+    v_lines = _lines(vert, int(config.min_side * h), activity, config.activity)[:12]
+    h_lines = _lines(horz.T, int(config.min_side * w), activity.T, config.activity)[:12]
+    xs = sorted({0, w, *(line.at for line in v_lines)})
+    ys = sorted({0, h, *(line.at for line in h_lines)})
+    for i, x0 in enumerate(xs):
+        for x1 in xs[i + 1 :]:
+            for j, y0 in enumerate(ys):
+                for y1 in ys[j + 1 :]:
+                    area = (x1 - x0) * (y1 - y0) / (w * h)
+                    if not config.min_area <= area <= config.max_area:
+                        continue
+                    sides = [
+                        _coverage(v_lines, x0, y0, y1, w), _coverage(v_lines, x1, y0, y1, w),
+                        _coverage(h_lines, y0, x0, x1, h), _coverage(h_lines, y1, x0, x1, h),
+                    ]  # fmt: skip
+                    inner = (x0 > 0) + (x1 < w) + (y0 > 0) + (y1 < h)
+                    # A split: one line across the whole picture (a stack). A box: three or
+                    # four sides on lines (picture-in-picture; two sides is any corner).
+                    if inner == 1 and min(sides) >= 0.95:
+                        rects.append((2.0, (y0, y1, x0, x1)))
+                    elif inner >= 3 and min(sides) >= config.min_support:
+                        rects.append((min(sides), (y0, y1, x0, x1)))
+    return [
+        (score, (y0 + top, y1 + top, x0 + left, x1 + left)) for score, (y0, y1, x0, x1) in rects
+    ]
+
+
+THUMB = (18, 32)  # rows, columns of the shot-cut thumbnails
+
+
+def thumbnails(frames: np.ndarray) -> np.ndarray:
+    """[N, 18*32] zero-mean, unit-norm grey thumbnails (block averages)."""
+    n, h, w, _ = frames.shape
+    rows = np.linspace(0, h, THUMB[0] + 1).astype(int)
+    cols = np.linspace(0, w, THUMB[1] + 1).astype(int)
+    gray = frames.astype(np.float32).mean(axis=3)
+    # Block sums via cumulative sums: exact area averages for any frame size.
+    table = np.zeros((n, h + 1, w + 1), np.float32)
+    table[:, 1:, 1:] = gray.cumsum(1).cumsum(2)
+    sums = (
+        table[:, rows[1:]][:, :, cols[1:]]
+        - table[:, rows[:-1]][:, :, cols[1:]]
+        - table[:, rows[1:]][:, :, cols[:-1]]
+        + table[:, rows[:-1]][:, :, cols[:-1]]
+    ).reshape(n, -1)
+    sums -= sums.mean(axis=1, keepdims=True)
+    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-6)
+
+
+def _windows(frames: np.ndarray, config: ViewsConfig) -> list[tuple[int, int]]:
+    """Shots (split where consecutive thumbnails stop correlating), cut into windows of at most
+    ``config.window`` frames; shots shorter than 3 frames cannot show a persistent layout."""
+    thumbs = thumbnails(frames)
+    corr = (thumbs[1:] * thumbs[:-1]).sum(axis=1)
+    cuts = [0, *(np.flatnonzero(corr < config.cut_corr) + 1).tolist(), len(frames)]
+    windows = []
+    for lo, hi in itertools.pairwise(cuts):
+        pieces = max(1, round((hi - lo) / config.window))
+        bounds = np.linspace(lo, hi, pieces + 1).round().astype(int)
+        windows += [(a, b) for a, b in itertools.pairwise(bounds) if b - a >= 3]
+    return windows
+
+
+def region_proposals(frames: np.ndarray, config: ViewsConfig) -> list[tuple[Rect, np.ndarray]]:
+    """Sub-regions bounded by layout edges, each with the frames (indexes) it was found in.
+
+    Layouts change within a video (a picture-in-picture copy sits between other footage), so
+    the frames are analysed in short overlapping windows; rectangles in pixels of ``frames``
+    ([N, H, W, 3] uint8), the most frames first."""
+    n = len(frames)
+    if n < 3:
+        return []
+    step = 2  # analyse at half resolution
+    gray = frames[:, ::step, ::step].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    found: list[tuple[Rect, set[int]]] = []
+    for lo, hi in _windows(frames, config):
+        window = range(lo, hi)
+        ranked = sorted(_window_rects(gray[lo:hi], config), key=lambda r: (-r[0], -_area(r[1])))
+        kept: list[Rect] = []
+        for _, rect in ranked:
+            if len(kept) < 3 and all(_iou(rect, k) < 0.8 for k in kept):
+                kept.append(rect)
+        for rect in kept:
+            for known, rows in found:
+                if _iou(rect, known) >= 0.8:
+                    rows.update(window)
+                    break
+            else:
+                found.append((rect, set(window)))
+    found.sort(key=lambda item: -len(item[1]))
+    # Embedding cost grows with pixels (the model takes any frame size): a budget in frames'
+    # worth of pixels keeps a busy layout from multiplying the cost of a video.
+    budget = config.max_share * n
+    full = gray.shape[1] * gray.shape[2]
+    chosen: list[tuple[Rect, np.ndarray]] = []
+    for rect, rows in found:
+        cost = len(rows) * _area(rect) / full
+        if len(chosen) < config.max_regions and cost <= budget:
+            budget -= cost
+            top, bottom, left, right = (v * step for v in rect)
+            chosen.append(((top, bottom, left, right), np.array(sorted(rows))))
+    return chosen
+
+
+def _area(r: Rect) -> int:
+    return (r[1] - r[0]) * (r[3] - r[2])
+
+
+def _iou(a: Rect, b: Rect) -> float:
+    inter_h = max(0, min(a[1], b[1]) - max(a[0], b[0]))
+    inter_w = max(0, min(a[3], b[3]) - max(a[2], b[2]))
+    inter = inter_h * inter_w
+    area = (a[1] - a[0]) * (a[3] - a[2]) + (b[1] - b[0]) * (b[3] - b[2]) - inter
+    return inter / area if area else 0.0
+
+
+View = tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]
+
+
+def query_views(frames: np.ndarray, config: ViewsConfig) -> dict[str, View]:
+    """Named extra views to embed next to the frames: name -> (indexes of the frames the view
+    applies to, the function that makes the view's pixels from frames). A region view applies
+    only to the frames its layout was found in."""
+    views: dict[str, View] = {}
+    if not config.enabled or len(frames) == 0:
+        return views
+    if config.flip:
+        views["flip"] = (np.arange(len(frames)), lambda f: f[:, :, ::-1])
+    if config.regions and config.max_regions:
+        for (top, bottom, left, right), rows in region_proposals(frames, config):
+            name = f"region:{top},{bottom},{left},{right}"
+            views[name] = (rows, lambda f, t=top, b=bottom, lf=left, r=right: f[:, t:b, lf:r])
+    return views

@@ -1,0 +1,126 @@
+"""Query views on real footage: layouts found where they are, nowhere else, and copies found."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.edits import Extra, Part, compose
+from pipeline.decode import decode_video
+from pipeline.index import ReferenceIndex, file_sha256
+from pipeline.suppress import crop_borders
+from pipeline.views import query_views, region_proposals
+
+PIP_SECONDS = (4.0, 10.0)  # the picture-in-picture part of the query
+
+
+def _pip_graph(scale: float, x: float, y: float) -> str:
+    return (
+        "[x1]scale=640:360,setsar=1[bg];"
+        f"[main]scale=640*{scale}:360*{scale},setsar=1[fg];"
+        f"[bg][fg]overlay=W*{x}:H*{y}:shortest=1[edited]"
+    )
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory, clips, photos):
+    root = tmp_path_factory.mktemp("views")
+    pip = Part(
+        clips["bikes"], PIP_SECONDS[1] - PIP_SECONDS[0], start=1.0,
+        graph=_pip_graph(0.5, 0.3, 0.25), extras=(Extra(photos["gravel"], photo=True),),
+    )  # fmt: skip
+    compose(
+        [Part(clips["Megamind"], PIP_SECONDS[0], start=0.5), pip,
+         Part(photos["coffee"], 4.0, photo=True)],
+        root / "pip.mp4",
+    )  # fmt: skip
+    stack = Part(
+        clips["cup"], 5.0, start=0.5, extras=(Extra(clips["tree"], start=2.0),),
+        graph="[main]scale=-2:360,setsar=1[a];[x1]scale=-2:360,setsar=1[b];[a][b]hstack[edited]",
+    )  # fmt: skip
+    compose([Part(photos["astronaut"], 3.0, photo=True), stack], root / "stack.mp4")
+    return root
+
+
+def _frames(path, config):
+    sampled = decode_video(path, config.decode)
+    return sampled, crop_borders(sampled.frames)
+
+
+def test_picture_in_picture_is_proposed_where_and_when_it_is(layouts, config):
+    sampled, frames = _frames(layouts / "pip.mp4", config)
+    proposals = region_proposals(frames, config.views)
+    h, w = frames.shape[1:3]
+    truth = (0.25 * h, 0.75 * h, 0.3 * w, 0.8 * w)  # top, bottom, left, right
+    found = [
+        (rect, rows)
+        for rect, rows in proposals
+        if all(abs(a - b) <= 0.04 * max(h, w) for a, b in zip(rect, truth, strict=True))
+    ]
+    assert found, f"no proposal near {truth}: {proposals}"
+    times = sampled.times[found[0][1]]
+    # Found in the picture-in-picture part only (a second of slack at its ends).
+    assert times.min() >= PIP_SECONDS[0] - 1 and times.max() <= PIP_SECONDS[1] + 1
+
+
+def test_both_halves_of_a_stack_are_proposed(layouts, config):
+    _, frames = _frames(layouts / "stack.mp4", config)
+    rects = [rect for rect, _ in region_proposals(frames, config.views)]
+    width = frames.shape[2]
+    lefts = [r for r in rects if r[2] <= 0.05 * width and abs(r[3] - width / 2) <= 0.05 * width]
+    rights = [r for r in rects if abs(r[2] - width / 2) <= 0.05 * width and r[3] >= 0.95 * width]
+    assert lefts and rights, rects
+
+
+@pytest.mark.parametrize("name", ["bikes", "vtest"])
+def test_plain_camera_footage_gets_no_region_views(clips, config, name):
+    _, frames = _frames(clips[name], config)
+    assert region_proposals(frames, config.views) == []
+
+
+@pytest.mark.parametrize("name", ["tree", "Megamind", "cup", "box"])
+def test_region_views_of_plain_footage_stay_within_budget(clips, config, name):
+    """Scenes with straight edges (windows, doors) can look like a layout; what that costs is
+    bounded by views.max_share of the video's pixels."""
+    _, frames = _frames(clips[name], config)
+    area = frames.shape[1] * frames.shape[2]
+    cost = sum(
+        len(rows) * (r[1] - r[0]) * (r[3] - r[2]) / area
+        for r, rows in region_proposals(frames, config.views)
+    )
+    assert cost <= config.views.max_share * len(frames)
+
+
+def test_flip_view_is_the_mirror_image(config):
+    import dataclasses
+
+    frames = np.random.default_rng(0).integers(0, 255, (3, 20, 30, 3), dtype=np.uint8)
+    views = query_views(frames, dataclasses.replace(config.views, flip=True, regions=False))
+    rows, make = views["flip"]
+    assert rows.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(make(frames)[:, :, 0], frames[:, :, -1])
+
+
+def test_picture_in_picture_copy_is_found_only_with_views(layouts, clips, config, tmp_path):
+    import dataclasses
+
+    from pipeline.detector import CopyDetector
+
+    detector = CopyDetector(config)
+    index = ReferenceIndex(tmp_path / "index")
+    refs = ["bikes", "vtest", "cup"]
+    index.add([(detector.describe(clips[r], views=False), file_sha256(clips[r])) for r in refs])
+    result = detector.query(layouts / "pip.mp4", index)
+    bikes = [m for m in result.matches if m.reference_id == "bikes"]
+    assert bikes, result.to_dict()
+    segment = bikes[0].segments[0]
+    assert segment.query_start == pytest.approx(PIP_SECONDS[0], abs=1.0)
+    assert segment.query_end == pytest.approx(PIP_SECONDS[1], abs=1.0)
+    blind = CopyDetector(
+        dataclasses.replace(config, views=dataclasses.replace(config.views, enabled=False)),
+        embedder=detector.embedder,
+    )
+    assert not [
+        m for m in blind.query(layouts / "pip.mp4", index).matches if m.reference_id == "bikes"
+    ]
+    index.close()
