@@ -43,22 +43,24 @@ log = logging.getLogger(__name__)
 CACHE = REPO / ".cache" / "embed-cache"
 
 # name -> (what it shows, overrides merged over the defaults)
+PLAIN = {
+    "suppress": {"crop_borders": False, "blank_frames": False, "generic": False},
+    "keyframes": {"enabled": False},
+    "views": {"enabled": False},
+    "search": {"video_candidates": 0},
+}
+ONE_FPS = {"decode": {"fps": 1.0}, "align": {"max_step": 3, "min_length": 2}}
 VARIANTS: dict[str, tuple[str, dict]] = {
     "default": ("everything on (configs/default.yaml)", {}),
-    "plain_tn": (
-        "plain temporal network: no suppression, keyframes, views or normalisation",
-        {
-            "suppress": {"crop_borders": False, "blank_frames": False},
-            "keyframes": {"enabled": False},
-            "views": {"enabled": False},
-        },
-    ),
+    "plain_tn": ("plain temporal network on the same SSCD features: every stage off", PLAIN),
+    "plain_tn_1fps": ("plain temporal network at 1 fps (the first release)", {**PLAIN, **ONE_FPS}),
+    "1fps": ("everything on, 1 fps sampling", ONE_FPS),
     "no_keyframes": ("keyframe selection off", {"keyframes": {"enabled": False}}),
-    "no_views": ("query views (regions, flip) off", {"views": {"enabled": False}}),
-    "no_regions": ("region views off", {"views": {"regions": False}}),
+    "no_views": ("query views off", {"views": {"enabled": False}}),
     "flip": ("flipped query view on", {"views": {"flip": True}}),
     "no_borders": ("black-border cropping off", {"suppress": {"crop_borders": False}}),
     "no_blank": ("blank-frame weights off", {"suppress": {"blank_frames": False}}),
+    "no_video_stage": ("video-level candidates off", {"search": {"video_candidates": 0}}),
 }
 
 
