@@ -3,10 +3,11 @@
 A picture-in-picture copy or a stacked scene (two videos side by side or one above the other)
 shows the reference in a sub-region; a whole-frame descriptor mostly describes the rest. Those
 layouts have one thing in common that ordinary footage lacks: long, straight, axis-aligned edges
-that stay in the same place for the whole video. ``region_proposals`` finds such edges and
-proposes the rectangles they bound; each proposal is embedded as a view of every frame, and
-alignment takes the best view per frame pair (``CopyDetector.align_pair``). A horizontally
-flipped view is available too (``views.flip``); SSCD is only partly flip-invariant.
+that stay in the same place for seconds while the picture beside them moves.
+``region_proposals`` finds such edges shot by shot and proposes the rectangles they bound; each
+proposal is embedded for the frames it was found in, and alignment takes the best view per
+frame pair (``CopyDetector.align_pair``). A horizontally flipped view is available too
+(``views.flip``, off by default: SSCD matches flipped copies well already, see RESULTS.md).
 
 Views are query-side only: references are indexed as they are.
 """
@@ -88,8 +89,9 @@ def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Re
     part of the video shows only there). Inside it, a layout edge is one that stays in the same
     place in most frames: picture edges move with the content. Proposed: the picture itself
     when borders surround it, both sides of a line that crosses the whole picture (stacks), and
-    rectangles with at least two sides on such edges (picture-in-picture)."""
-    top, bottom, left, right = border_box(gray)
+    rectangles with three or four sides on such edges (picture-in-picture); ranked in that
+    order."""
+    top, bottom, left, right = border_box(gray, min_keep=0.2)  # a stack can be narrow
     pic = gray[:, top:bottom, left:right]
     _, h, w = pic.shape
     rects: list[tuple[float, Rect]] = []
@@ -124,9 +126,29 @@ def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Re
                         rects.append((2.0, (y0, y1, x0, x1)))
                     elif inner >= 3 and min(sides) >= config.min_support:
                         rects.append((min(sides), (y0, y1, x0, x1)))
+    # A stack's dividing line spans the whole picture; both sides may be still (a fixed camera
+    # beside a static shot), so it needs no moving picture, only to be nearly unbroken.
+    for y in _full_lines(horz.mean(axis=1)):
+        rects += [(2.0, (0, y, 0, w)), (2.0, (y, h, 0, w))]
+    for x in _full_lines(vert.mean(axis=0)):
+        rects += [(2.0, (0, h, 0, x)), (2.0, (0, h, x, w))]
     return [
         (score, (y0 + top, y1 + top, x0 + left, x1 + left)) for score, (y0, y1, x0, x1) in rects
     ]
+
+
+def _full_lines(coverage: np.ndarray, min_coverage: float = 0.9) -> list[int]:
+    """Positions (edge between p and p + 1) in the middle 60% of the picture where persistent
+    edges cover ``min_coverage`` of the whole line; the best of each cluster of neighbours."""
+    n = len(coverage) + 1
+    found: list[int] = []
+    for pos in np.argsort(-coverage):
+        if coverage[pos] < min_coverage:
+            break
+        at = int(pos) + 1
+        if 0.2 * n <= at <= 0.8 * n and all(abs(at - f) > 3 for f in found):
+            found.append(at)
+    return found
 
 
 THUMB = (18, 32)  # rows, columns of the shot-cut thumbnails
