@@ -15,12 +15,14 @@ real ``copyspan serve`` process, and 30-second uploads: half embed a copy, half 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks import footage
@@ -111,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data
     manifest = build(data, args.references, args.uploads)
     config = load_config()
-    index_dir = data / "index"
+    # One cached index per setting that changes reference descriptors.
+    described = json.dumps([asdict(c) for c in (config.decode, config.embed, config.suppress,
+                                                 config.keyframes)], sort_keys=True)  # fmt: skip
+    index_dir = data / f"index-{hashlib.sha1(described.encode()).hexdigest()[:10]}"
     if not (index_dir / "catalog.sqlite").exists():
         detector = CopyDetector(config)
         index = ReferenceIndex(index_dir)

@@ -39,7 +39,7 @@ def test_bad_configs_are_rejected(tmp_path, text):
         load_config(path)
 
 
-@pytest.mark.parametrize("profile", ["fast", "accurate"])
+@pytest.mark.parametrize("profile", ["fast", "compact"])
 def test_shipped_profiles_load(profile):
     from pipeline.config import DEFAULT_CONFIG
 

@@ -61,7 +61,8 @@ def test_alignment_is_unchanged_by_merging_identical_frames(config):
     starts_r, starts_q = np.arange(30) / 2, np.arange(20) / 2
     detector = CopyDetector(config, embedder=object())
     plain = VideoFeatures("r", "r", 15.0, ref, starts_r, starts_r + 0.5, "m", fps=2.0)
-    keys = select_keyframes(ref, starts_r, starts_r + 0.5, config.keyframes)
+    on = KeyframesConfig(True, config.keyframes.min_corr, config.keyframes.max_run)
+    keys = select_keyframes(ref, starts_r, starts_r + 0.5, on)
     assert len(keys.kept) < 30
     merged = VideoFeatures("r", "r", 15.0, ref[keys.kept], keys.starts, keys.ends, "m", fps=2.0)
     q = VideoFeatures("q", "q", 10.0, query, starts_q, starts_q + 0.5, "m", fps=2.0)
