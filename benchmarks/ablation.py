@@ -23,13 +23,12 @@ import sys
 import tempfile
 import time
 from dataclasses import astuple, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.build_dataset import build
-from benchmarks.run import REPO, machine, update_results, videos
+from benchmarks.run import REPO, section_header, update_results, videos
 from pipeline.atomic import write_npz
 from pipeline.config import load_config
 from pipeline.decode import decode_video
@@ -161,12 +160,7 @@ def _edit_cell(row: dict) -> str:
 
 def render(tag: str, command: str, rows: list[Row]) -> str:
     lines = [
-        f"<!-- bench:{tag} -->",
-        f"### {tag}",
-        "",
-        f"Command: `{command}`  ",
-        f"Machine: {machine()}  ",
-        f"Run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC",
+        *section_header(tag, command),
         "",
         "| variant | what changes | F1 | P | R | pair P | pair R | false-alarm pairs "
         "(on negatives) | frames kept | Mpixel embedded / query s | search + align ms / query |",

@@ -193,18 +193,25 @@ def _fmt(x: float) -> str:
     return f"{x:.3f}"
 
 
-def render(
-    tag: str, command: str, summary: dict, runs: list[MethodRun], info: dict, decode: tuple
-) -> str:
-    video_s, decode_s = decode
-    decode_tput = video_s / decode_s
-    lines = [
+def section_header(tag: str, command: str) -> list[str]:
+    """The opening lines of a results section: marker, title, command, machine, time."""
+    return [
         f"<!-- bench:{tag} -->",
         f"### {tag}",
         "",
         f"Command: `{command}`  ",
         f"Machine: {machine()}  ",
         f"Run: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC  ",
+    ]
+
+
+def render(
+    tag: str, command: str, summary: dict, runs: list[MethodRun], info: dict, decode: tuple
+) -> str:
+    video_s, decode_s = decode
+    decode_tput = video_s / decode_s
+    lines = [
+        *section_header(tag, command),
         f"Data: {summary['queries']} queries ({summary['positive_queries']} with copies, "
         f"{summary['negative_queries']} negatives), {summary['references']} references "
         f"({summary['distractor_references']} distractors nobody copies), "

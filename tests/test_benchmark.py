@@ -62,3 +62,28 @@ def test_parse_provena_lookup():
     (box,) = parse_provena_lookup(text)
     assert (box.query_id, box.reference_id) == ("a", "movie")
     assert (box.q0, box.q1, box.r0, box.r1) == (1.5, 9.0, 0.0, 11.25)
+
+
+def test_ablation_descriptor_cache_returns_what_the_model_gave(detector, tmp_path):
+    """The ablation harness's cache must change no result: same descriptors after reopening,
+    and the model is not asked again for frames it already described."""
+    import numpy as np
+
+    from benchmarks.ablation import CachedEmbedder
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.model_id, self.dim, self.frames = inner, inner.model_id, inner.dim, 0
+
+        def embed(self, frames):
+            self.frames += len(frames)
+            return self.inner.embed(frames)
+
+    frames = np.random.default_rng(0).integers(0, 255, (3, 64, 96, 3), dtype=np.uint8)
+    first = CachedEmbedder(Counting(detector.embedder), tmp_path / "cache.npz")
+    described = first.embed(frames)
+    first.save()
+    counting = Counting(detector.embedder)
+    again = CachedEmbedder(counting, tmp_path / "cache.npz")
+    np.testing.assert_array_equal(again.embed(frames[::-1]), described[::-1])
+    assert counting.frames == 0 and again.pixels == frames[..., 0].size
