@@ -16,7 +16,7 @@ from pipeline.decode import decode_video
 from pipeline.embed import Embedder, make_embedder
 from pipeline.index import Reference, ReferenceIndex
 from pipeline.keyframes import Keyframes, expand, select_keyframes
-from pipeline.pooling import pool
+from pipeline.pooling import pool, pooling_weights
 from pipeline.records import Match, QueryResult, SampledFrames, VideoFeatures
 from pipeline.suppress import crop_borders, frame_weights, generic_weights
 from pipeline.views import View, query_views
@@ -89,6 +89,16 @@ def build_features(
         views=views,
         sampled=len(sampled.frames),
     )
+
+
+def _best_per_reference(nums: np.ndarray, sims: np.ndarray, floor: float) -> dict[int, float]:
+    """Best similarity per reference number among search hits at or above ``floor``, most
+    similar first (number -1 marks a missing neighbour)."""
+    best: dict[int, float] = {}
+    for num, sim in zip(nums.ravel().tolist(), sims.ravel().tolist(), strict=True):
+        if num >= 0 and sim >= floor and sim > best.get(num, -np.inf):
+            best[num] = sim
+    return dict(sorted(best.items(), key=lambda item: -item[1]))
 
 
 def video_id_for(path: str | Path) -> str:
@@ -164,11 +174,8 @@ class CopyDetector:
         views = [query.embeddings, *query.views.values()]
         sims, nums, _ = index.search(np.concatenate(views), cfg.knn_k)
         sims = sims * np.tile(query.weights, len(views))[:, None]
-        best: dict[int, float] = {}
-        for num, sim in zip(nums.ravel().tolist(), sims.ravel().tolist(), strict=True):
-            if num >= 0 and sim >= cfg.candidate_min_sim and sim > best.get(num, -1.0):
-                best[num] = sim
-        ranked = sorted(best, key=best.__getitem__, reverse=True)[: cfg.max_candidates]
+        best = _best_per_reference(nums, sims, cfg.candidate_min_sim)
+        ranked = list(best)[: cfg.max_candidates]
         # Second stage: references whose whole-video descriptor is close, even when no single
         # frame pair reached the frame-level threshold.
         if cfg.video_candidates:
@@ -182,15 +189,11 @@ class CopyDetector:
     ) -> list[tuple[Reference, float]]:
         """The ``k`` references whose video-level descriptors are most similar to the query's
         (the best over the query's views), most similar first."""
-        spans = np.maximum(query.ends - query.starts, 0.0) * query.weights
-        pooled = np.stack([pool(e, spans) for e in (query.embeddings, *query.views.values())])
+        weights = pooling_weights(query)
+        pooled = np.stack([pool(e, weights) for e in (query.embeddings, *query.views.values())])
         sims, nums = index.search_videos(pooled, k)
-        best: dict[int, float] = {}
-        for num, sim in zip(nums.ravel().tolist(), sims.ravel().tolist(), strict=True):
-            if num >= 0 and sim > best.get(num, -2.0):
-                best[num] = sim
-        ranked = sorted(best, key=best.__getitem__, reverse=True)[:k]
-        return [(index.by_num(num), best[num]) for num in ranked]
+        best = _best_per_reference(nums, sims, -1.0)
+        return [(index.by_num(num), sim) for num, sim in list(best.items())[:k]]
 
     def weigh_generic(self, query: VideoFeatures, index: ReferenceIndex) -> VideoFeatures:
         """The query with frames that resemble the index's background set weighed down."""

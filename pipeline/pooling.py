@@ -23,6 +23,10 @@ def pool(embeddings: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return (mean / norm if norm > 0 else mean).astype(np.float32)
 
 
+def pooling_weights(features: VideoFeatures) -> np.ndarray:
+    """[N] each frame's share of the pool: its evidence weight times the time it stands for."""
+    return np.maximum(features.ends - features.starts, 0.0) * features.weights
+
+
 def video_descriptor(features: VideoFeatures) -> np.ndarray:
-    spans = np.maximum(features.ends - features.starts, 0.0)
-    return pool(features.embeddings, features.weights * spans)
+    return pool(features.embeddings, pooling_weights(features))
