@@ -44,6 +44,7 @@ CACHE = REPO / ".cache" / "embed-cache"
 # name -> (what it shows, overrides merged over the defaults)
 PLAIN = {
     "suppress": {"crop_borders": False, "blank_frames": False, "generic": False},
+    "whiten": {"enabled": False},
     "views": {"enabled": False},
     "search": {"video_candidates": 0},
 }
@@ -54,6 +55,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "plain_tn_1fps": ("plain temporal network at 1 fps (the first release)", {**PLAIN, **ONE_FPS}),
     "1fps": ("everything on, 1 fps sampling", ONE_FPS),
     "keyframes": ("keyframe selection on (configs/compact.yaml)", {"keyframes": {"enabled": True}}),
+    "no_whiten": ("whitening off (raw similarity)", {"whiten": {"enabled": False}}),
     "no_views": ("query views off", {"views": {"enabled": False}}),
     "flip": ("flipped query view on", {"views": {"flip": True}}),
     "no_borders": ("black-border cropping off", {"suppress": {"crop_borders": False}}),

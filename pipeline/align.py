@@ -37,9 +37,6 @@ class Aligner(Protocol):
         ...
 
 
-DIAGONAL_PREFERENCE = 1e-4  # per frame of skew: breaks ties only, never outweighs similarity
-
-
 class TemporalNetwork:
     def __init__(self, config: AlignConfig):
         self.config = config
@@ -53,7 +50,9 @@ class TemporalNetwork:
         for _ in range(4 * cfg.max_segments):
             if len(boxes) >= cfg.max_segments or not alive.any():
                 break
-            score, parent = _longest_paths(rows, cols, weights, alive, by_row, cfg.max_step)
+            score, parent = _longest_paths(
+                rows, cols, weights, alive, by_row, cfg.max_step, cfg.skew_penalty
+            )
             end = int(np.argmax(score))
             if score[end] < cfg.min_length * cfg.min_score:
                 break  # no remaining path can satisfy both the length and the score floor
@@ -107,7 +106,7 @@ def _row_starts(rows: np.ndarray, nq: int) -> np.ndarray:
     return np.searchsorted(rows, np.arange(nq + 1))
 
 
-def _longest_paths(rows, cols, weights, alive, by_row, max_step):
+def _longest_paths(rows, cols, weights, alive, by_row, max_step, skew_penalty):
     """Heaviest path ending at each live node. A predecessor is 1..max_step query frames back
     and 0..max_step reference frames back; dead nodes have score -inf."""
     score = np.where(alive, weights, -np.inf).astype(np.float64)
@@ -129,7 +128,7 @@ def _longest_paths(rows, cols, weights, alive, by_row, max_step):
         # Between equally good predecessors prefer the one on the diagonal (playback at the
         # original speed): static shots and merged keyframes repeat a similarity along a row,
         # and without a preference the path would idle on the first of equal reference frames.
-        skew = np.abs(dj - (i - rows[preds])[None, :]) * DIAGONAL_PREFERENCE
+        skew = np.abs(dj - (i - rows[preds])[None, :]) * skew_penalty
         candidate = np.where(ok, score[preds][None, :] - skew, -np.inf)
         best = np.argmax(candidate, axis=1)
         best_score = candidate[np.arange(len(here)), best]

@@ -72,6 +72,23 @@ class SuppressConfig:
 
 
 @dataclass(frozen=True)
+class WhitenConfig:
+    enabled: bool  # align on whitened descriptors (pipeline/whitening.py)
+    shrinkage: float  # covariance shrinkage toward the identity, 0..1
+    min_frames: int  # reference frames needed before a fit is trusted (fewer: raw similarity)
+    max_frames: int  # reference frames sampled for a fit (bounds its time and memory)
+    refit_change: float  # refit when the reference frame count changes by this share
+    min_sim: float  # align.min_sim, min_score and skew_penalty on whitened similarity
+    min_score: float
+    skew_penalty: float
+
+    def validate(self) -> None:
+        _check(0 <= self.shrinkage <= 1, "whiten.shrinkage must be in [0, 1]")
+        _check(self.min_frames >= 2 and self.max_frames >= self.min_frames, "whiten.min/max_frames")
+        _check(self.refit_change > 0, "whiten.refit_change must be > 0")
+
+
+@dataclass(frozen=True)
 class KeyframesConfig:
     enabled: bool  # collapse runs of near-identical consecutive sampled frames
     min_corr: float  # descriptor cosine similarity above which a frame repeats the run's first
@@ -127,12 +144,14 @@ class AlignConfig:
     min_score: float
     max_segments: int
     max_speed: float
+    skew_penalty: float
 
     def validate(self) -> None:
         _check(self.method in ("tn", "hv", "dp"), "align.method must be tn, hv or dp")
         _check(self.max_speed >= 1, "align.max_speed must be >= 1")
         _check(self.top_k > 0 and self.max_step > 0, "align.top_k/max_step must be > 0")
         _check(self.min_length >= 1 and self.max_segments >= 1, "align.min_length/max_segments")
+        _check(self.skew_penalty >= 0, "align.skew_penalty must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -212,6 +231,7 @@ class Config:
     decode: DecodeConfig
     embed: EmbedConfig
     suppress: SuppressConfig
+    whiten: WhitenConfig
     keyframes: KeyframesConfig
     views: ViewsConfig
     search: SearchConfig

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.align import boxes_to_segments, make_aligner
+from pipeline.align import FrameBox, boxes_to_segments, make_aligner
 from pipeline.config import Config
 from pipeline.decode import decode_video
 from pipeline.embed import Embedder, make_embedder
@@ -20,6 +20,7 @@ from pipeline.pooling import pool, pooling_weights
 from pipeline.records import Match, QueryResult, SampledFrames, VideoFeatures
 from pipeline.suppress import crop_borders, frame_weights, generic_weights
 from pipeline.views import View, query_views
+from pipeline.whitening import Whitening
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,30 @@ def _best_per_reference(nums: np.ndarray, sims: np.ndarray, floor: float) -> dic
     return dict(sorted(best.items(), key=lambda item: -item[1]))
 
 
+def _best_view_similarity(query: VideoFeatures, reference: VideoFeatures) -> np.ndarray:
+    """[Nq, Nr] cosine similarity of each query frame's best view, zero for blank frames."""
+    sim = query.embeddings @ reference.embeddings.T
+    for view in query.views.values():
+        np.maximum(sim, view @ reference.embeddings.T, out=sim)
+    sim *= query.weights[:, None] * reference.weights[None, :]  # no evidence from blanks
+    return sim
+
+
+def _whiten(features: VideoFeatures, whitening: Whitening) -> VideoFeatures:
+    return dataclasses.replace(
+        features,
+        embeddings=whitening.apply(features.embeddings),
+        views={name: whitening.apply(view) for name, view in features.views.items()},
+    )
+
+
+def _rescore(box: FrameBox, sim: np.ndarray) -> FrameBox:
+    """The box with its raw score: the mean over its query frames of the best raw similarity
+    inside its reference span."""
+    inside = sim[box.q0 : box.q1 + 1, box.r0 : box.r1 + 1]
+    return dataclasses.replace(box, score=float(inside.max(axis=1).mean()))
+
+
 def video_id_for(path: str | Path) -> str:
     """A reference or query id is the file name without its extension."""
     return Path(path).stem
@@ -113,6 +138,15 @@ class CopyDetector:
         self.config = config
         self.embedder = embedder or make_embedder(config.embed)
         self.aligner = make_aligner(config.align)
+        whiten = config.whiten
+        self.whitened_aligner = make_aligner(
+            dataclasses.replace(
+                config.align,
+                min_sim=whiten.min_sim,
+                min_score=whiten.min_score,
+                skew_penalty=whiten.skew_penalty,
+            )
+        )
         self.preprocess = preprocess_id(config)
 
     # ---- describing ----------------------------------------------------------------------
@@ -147,16 +181,36 @@ class CopyDetector:
 
     # ---- matching ------------------------------------------------------------------------
 
-    def align_pair(self, query: VideoFeatures, reference: VideoFeatures) -> Match | None:
-        """Localize copied segments between two described videos; None when there are none."""
-        sim = query.embeddings @ reference.embeddings.T
-        for view in query.views.values():  # the best view of each query frame
-            np.maximum(sim, view @ reference.embeddings.T, out=sim)
-        sim *= query.weights[:, None] * reference.weights[None, :]  # no evidence from blanks
+    def align_pair(
+        self, query: VideoFeatures, reference: VideoFeatures, whitening: Whitening | None = None
+    ) -> Match | None:
+        """Localize copied segments between two described videos; None when there are none.
+        With ``whitening`` the segments are found on whitened similarities (on raw ones when
+        that finds none); scores are raw cosine similarities either way, so policies and
+        outputs keep one scale."""
+        whitened = None
+        if whitening is not None:
+            whitened = _whiten(query, whitening), _whiten(reference, whitening)
+        return self._align(query, reference, whitened)
+
+    def _align(
+        self,
+        query: VideoFeatures,
+        reference: VideoFeatures,
+        whitened: tuple[VideoFeatures, VideoFeatures] | None,
+    ) -> Match | None:
         # Kept keyframes back on the sampling grid: alignment counts sampled frames.
         q_rows, q_starts, q_ends = expand(query.starts, query.ends, query.fps)
         r_rows, r_starts, r_ends = expand(reference.starts, reference.ends, reference.fps)
-        boxes = self.aligner(sim[q_rows][:, r_rows])
+        sim = _best_view_similarity(query, reference)[q_rows][:, r_rows]
+        boxes = []
+        if whitened is not None:
+            path_sim = _best_view_similarity(*whitened)[q_rows][:, r_rows]
+            boxes = [_rescore(box, sim) for box in self.whitened_aligner(path_sim)]
+        if not boxes:
+            # Whitening sharpens localisation but must not cost a detection: a copy seen only
+            # through a small region view can fall under the whitened floors.
+            boxes = self.aligner(sim)
         if not boxes:
             return None
         segments = boxes_to_segments(boxes, q_starts, q_ends, r_starts, r_ends)
@@ -211,10 +265,14 @@ class CopyDetector:
         started = time.perf_counter()
         query = self.weigh_generic(query, index)
         candidates = self.candidates(query, index) if len(query) else []
+        whitening = index.whitening(self.config.whiten) if self.config.whiten.enabled else None
+        whitened_query = _whiten(query, whitening) if whitening else None
         searched = time.perf_counter()
         matches = []
         for ref in candidates:
-            match = self.align_pair(query, index.features(ref))
+            reference = index.features(ref)
+            pair = (whitened_query, _whiten(reference, whitening)) if whitening else None
+            match = self._align(query, reference, pair)
             if match is not None:
                 matches.append(match)
         matches.sort(key=lambda m: -m.score)

@@ -8,6 +8,8 @@ Layout of ``DIR``::
     videos.faiss       FAISS IndexIDMap2 over IndexFlatIP of video-level descriptors; id = num
     frames.json        sidecar: model, dim, vector count, catalog generation it was built at
     background.npz     optional: descriptors of background footage (generic-frame weights)
+    whitening.npz      optional: PCA whitening fitted on the reference frames, refitted when
+                       their count has changed materially (``whitening``)
 
 The catalog is the source of truth and the FAISS files are derived from the npz files. Every
 change bumps the catalog's generation; the FAISS file is written (atomically) before the
@@ -33,6 +35,7 @@ import faiss
 import numpy as np
 
 from pipeline import atomic
+from pipeline.config import WhitenConfig
 from pipeline.errors import (
     IdConflictError,
     ModelMismatchError,
@@ -41,6 +44,7 @@ from pipeline.errors import (
 )
 from pipeline.pooling import video_descriptor
 from pipeline.records import VideoFeatures
+from pipeline.whitening import Whitening, fit_whitening
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +108,8 @@ class ReferenceIndex:
         self._videos: faiss.Index | None = None
         self._background: np.ndarray | None = None
         self._background_key: int | None = None
+        self._whitening: Whitening | None = None
+        self._whitening_key: int | None = None
         self._faiss_generation = -1
         self._unlink_after_commit: list[Path] = []
 
@@ -156,6 +162,7 @@ class ReferenceIndex:
 
     def info(self) -> dict:
         refs = self.references()
+        whitening = self._read_whitening(self.root / "whitening.npz")
         return {
             "path": str(self.root),
             "model": self.model,
@@ -164,6 +171,7 @@ class ReferenceIndex:
             "frames": sum(r.frames for r in refs),
             "duration_s": round(sum(r.duration for r in refs), 3),
             "generation": self.generation,
+            "whitening_frames": whitening.frames if whitening else None,  # frames it was fitted on
         }
 
     def check_model(self, model: str, preprocess: str = "") -> None:
@@ -436,6 +444,47 @@ class ReferenceIndex:
             self._background = atomic.read_npz(path)["embeddings"]
             self._background_key = key
         return self._background
+
+    # ---- whitening -------------------------------------------------------------------------
+
+    def whitening(self, config: WhitenConfig) -> Whitening | None:
+        """The whitening fitted on this index's reference frames, fitted (and stored) now when
+        there is none or the frame count has changed by more than ``refit_change`` since; None
+        when the index has fewer than ``min_frames`` frames."""
+        frames = int(self._load_faiss().ntotal)
+        if frames < config.min_frames:
+            return None
+        path = self.root / "whitening.npz"
+        current = self._read_whitening(path)
+        if current is None or current.stale(frames, config.refit_change, config.shrinkage):
+            with self._write_lock():
+                current = self._read_whitening(path)  # another process may have refitted
+                if current is None or current.stale(frames, config.refit_change, config.shrinkage):
+                    current = self._fit_whitening(config)
+                    atomic.write_npz(path, **current.arrays())
+                    self._whitening_key = None
+        return current
+
+    def _read_whitening(self, path: Path) -> Whitening | None:
+        if not path.exists():
+            return None
+        key = path.stat().st_mtime_ns
+        if self._whitening_key != key:
+            self._whitening = Whitening.from_arrays(atomic.read_npz(path))
+            self._whitening_key = key
+        return self._whitening
+
+    def _fit_whitening(self, config: WhitenConfig) -> Whitening:
+        flat = faiss.downcast_index(self._load_faiss().index)
+        total = int(flat.ntotal)
+        # A view of the flat index's storage: only the sampled rows are copied.
+        stored = faiss.rev_swig_ptr(flat.get_xb(), total * flat.d).reshape(total, flat.d)
+        rows = np.arange(total)
+        if total > config.max_frames:  # a fixed-seed sample: the same corpus fits the same way
+            rows = np.sort(np.random.default_rng(0).choice(total, config.max_frames, replace=False))
+        vectors = stored[rows]
+        log.info("fitting whitening on %d of %d reference frames", len(vectors), total)
+        return fit_whitening(vectors, config.shrinkage)
 
 
 def _frame_ids(num: int, count: int) -> np.ndarray:

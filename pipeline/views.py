@@ -126,6 +126,15 @@ def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Re
                         rects.append((2.0, (y0, y1, x0, x1)))
                     elif inner >= 3 and min(sides) >= config.min_support:
                         rects.append((min(sides), (y0, y1, x0, x1)))
+    # Two parallel lines of the same extent are a box's opposite sides even where the other
+    # two sides are not layout lines (nothing moves along them), as long as persistent edges
+    # mark them too: parallel lines alone are any fence or shelf.
+    for y0, y1, x0, x1 in _parallel_pairs(h_lines, w, h, config):
+        if min(_edge_support(vert, x, y0, y1) for x in (x0, x1)) >= WEAK_SUPPORT:
+            rects.append((config.min_support, (y0, y1, x0, x1)))
+    for x0, x1, y0, y1 in _parallel_pairs(v_lines, h, w, config):
+        if min(_edge_support(horz.T, y, x0, x1) for y in (y0, y1)) >= WEAK_SUPPORT:
+            rects.append((config.min_support, (y0, y1, x0, x1)))
     # A stack's dividing line spans the whole picture; both sides may be still (a fixed camera
     # beside a static shot), so it needs no moving picture, only to be nearly unbroken.
     for y in _full_lines(horz.mean(axis=1)):
@@ -135,6 +144,37 @@ def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Re
     return [
         (score, (y0 + top, y1 + top, x0 + left, x1 + left)) for score, (y0, y1, x0, x1) in rects
     ]
+
+
+def _parallel_pairs(
+    lines: list[_Line], length: int, across: int, config: ViewsConfig
+) -> list[tuple[int, int, int, int]]:
+    """Boxes (at0, at1, lo, hi) from pairs of lines whose ends agree within ``END_SLACK`` of the
+    picture's extent along them, far enough apart, of an area a region may have."""
+    slack = END_SLACK * length
+    boxes = []
+    for a, b in itertools.combinations(sorted(lines, key=lambda line: line.at), 2):
+        if abs(a.lo - b.lo) > slack or abs(a.hi - b.hi) > slack:
+            continue
+        lo, hi = (a.lo + b.lo) // 2, (a.hi + b.hi) // 2
+        area = (b.at - a.at) * (hi - lo) / (length * across)
+        if b.at - a.at >= config.min_side * across and config.min_area <= area <= config.max_area:
+            boxes.append((a.at, b.at, lo, hi))
+    return boxes
+
+
+END_SLACK = 0.04  # share of the picture's extent: an edge blurs and fades near a box corner
+WEAK_SUPPORT = 0.5  # share of a box side that persistent edges must mark (moving or not)
+
+
+def _edge_support(persist: np.ndarray, at: int, lo: int, hi: int) -> float:
+    """Share of [lo, hi) along the edge at ``at`` (between ``at - 1`` and ``at``) that
+    persistent edges mark within 2 pixels; 1 on the picture's border (``persist`` is
+    [extent, positions])."""
+    if at <= 0 or at >= persist.shape[1] + 1:
+        return 1.0
+    near = persist[lo:hi, max(0, at - 3) : min(persist.shape[1], at + 2)]
+    return float(near.any(axis=1).mean()) if len(near) else 0.0
 
 
 def _full_lines(coverage: np.ndarray, min_coverage: float = 0.9) -> list[int]:

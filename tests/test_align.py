@@ -109,3 +109,17 @@ def test_baselines_find_planted_copies(config, method):
     assert found.shape == (2, 4)
     assert np.abs(found - [(5, 19, 60, 74), (40, 59, 10, 29)]).max() <= 1  # baselines: +-1 frame
     assert aligner(_noise(50, 70)) == []
+
+
+def test_skew_penalty_keeps_a_flat_match_on_the_diagonal(config):
+    """A copy of a near-static reference: every frame pair in the block is about as similar,
+    the true diagonal a little more on average. Without a preference for playback at the
+    original speed the path follows the per-frame noise; with it, it stays on the diagonal."""
+    rng = np.random.default_rng(3)
+    sim = _noise(40, 60)
+    sim[10:30, 20:40] = 0.80 + rng.uniform(-0.03, 0.03, size=(20, 20))
+    sim[np.arange(10, 30), np.arange(20, 40)] = 0.81
+    flat = _only(TemporalNetwork(dataclasses.replace(config.align, skew_penalty=0.0))(sim))
+    kept = _only(TemporalNetwork(dataclasses.replace(config.align, skew_penalty=0.02))(sim))
+    assert (kept.q0, kept.q1, kept.r0, kept.r1) == (10, 29, 20, 39)
+    assert (flat.r0, flat.r1) != (20, 39)

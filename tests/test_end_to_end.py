@@ -149,3 +149,32 @@ def test_query_with_other_frame_preparation_is_refused(scene, tmp_path, capsys):
     code = main(["query", query, "--index", str(scene / "index"), "--config", str(other)])
     assert code == 2
     assert "frame preparation" in capsys.readouterr().err
+
+
+def test_queries_align_on_whitening_stored_with_the_index(scene, capsys):
+    """With a whitening fit allowed on these five short references, the first query fits and
+    stores it, and the copy found on whitened similarities keeps its spans and a raw-cosine
+    score."""
+    import dataclasses
+
+    from pipeline.config import load_config
+    from pipeline.index import ReferenceIndex
+
+    query, index_dir = str(scene / "queries" / "copy.mp4"), scene / "index"
+    results = {}
+    for name, settings in {"whitened": "min_frames: 50", "raw": "enabled: false"}.items():
+        override = scene / f"{name}.yaml"
+        override.write_text(f"whiten:\n  {settings}\n")
+        main(["query", query, "--index", str(index_dir), "--json", "--config", str(override)])
+        results[name] = _lines(capsys)[0]["matches"]
+    assert (index_dir / "whitening.npz").exists()  # fitted and stored by the query
+    whiten = dataclasses.replace(load_config().whiten, min_frames=50)
+    with ReferenceIndex(index_dir, create=False) as index:
+        fitted = index.whitening(whiten)
+        assert fitted is not None and fitted.frames == index.info()["frames"] >= 50
+    (whitened,), (raw,) = results["whitened"], results["raw"]
+    assert whitened["reference_id"] == raw["reference_id"] == "bikes"
+    assert whitened["score"] == pytest.approx(raw["score"], abs=0.05)
+    (segment,) = whitened["segments"]
+    assert abs(segment["reference_start"] - COPY_R[0]) <= 1
+    assert abs(segment["reference_end"] - COPY_R[1]) <= 1

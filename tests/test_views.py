@@ -124,3 +124,15 @@ def test_picture_in_picture_copy_is_found_only_with_views(layouts, clips, config
         m for m in blind.query(layouts / "pip.mp4", index).matches if m.reference_id == "bikes"
     ]
     index.close()
+
+
+def test_two_parallel_lines_with_matching_ends_are_a_box(config):
+    """A picture-in-picture whose left and right sides are not found (still, low-contrast
+    content along them): its top and bottom lines, ending at the same columns, are the box."""
+    from pipeline.views import _Line, _parallel_pairs
+
+    top, bottom = _Line(at=30, lo=40, hi=150), _Line(at=90, lo=43, hi=148)
+    unrelated = _Line(at=60, lo=0, hi=70)  # ends elsewhere: not a side of the same box
+    boxes = _parallel_pairs([bottom, unrelated, top], 200, 112, config.views)
+    assert boxes == [(30, 90, 41, 149)]
+    assert _parallel_pairs([top, _Line(at=35, lo=40, hi=150)], 200, 112, config.views) == []

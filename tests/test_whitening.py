@@ -1,0 +1,85 @@
+"""Whitening: the fit, its storage in the index and when the index refits it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from pipeline.config import load_config
+from pipeline.embed import l2_normalise
+from pipeline.index import ReferenceIndex
+from pipeline.records import VideoFeatures
+from pipeline.whitening import fit_whitening
+
+WHITEN = load_config().whiten
+
+
+def _corpus(n: int, seed: int) -> np.ndarray:
+    """Descriptors sharing a strong common direction, as frames of one corpus do."""
+    rng = np.random.default_rng(seed)
+    shared = np.zeros(512)
+    shared[0] = 1.0
+    return l2_normalise(
+        rng.normal(size=(n, 512)) * 0.02 + shared * (1 + 0.2 * rng.normal(size=(n, 1)))
+    )
+
+
+def test_fit_without_shrinkage_makes_the_covariance_the_identity():
+    x = np.random.default_rng(0).normal(size=(4000, 16)) @ np.random.default_rng(1).normal(
+        size=(16, 16)
+    )
+    w = fit_whitening(x, shrinkage=0.0)
+    y = (x - w.mean) @ w.projection
+    np.testing.assert_allclose(np.cov(y.T), np.eye(16), atol=0.05)
+
+
+def test_whitening_removes_what_every_frame_shares():
+    x = _corpus(600, 0)
+    assert (x[:50] @ x[50:100].T).mean() > 0.7  # unrelated frames look alike raw
+    w = fit_whitening(x, WHITEN.shrinkage)
+    y = w.apply(x)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, atol=1e-5)
+    assert abs((y[:50] @ y[50:100].T).mean()) < 0.1  # ... and not whitened
+    assert w.apply(np.zeros((1, 512), np.float32)).shape == (1, 512)
+
+
+def _features(video_id: str, n: int, seed: int) -> VideoFeatures:
+    starts = np.arange(n, dtype=np.float64)
+    return VideoFeatures(
+        video_id=video_id, path=f"/refs/{video_id}.mp4", duration=float(n),
+        embeddings=_corpus(n, seed), starts=starts, ends=starts + 1, model="sscd",
+    )  # fmt: skip
+
+
+def test_index_fits_stores_and_refits_on_material_change(tmp_path):
+    config = dataclasses.replace(WHITEN, min_frames=100, refit_change=0.25)
+    with ReferenceIndex(tmp_path) as index:
+        index.add([(_features("a", 60, 1), "a")])
+        assert index.whitening(config) is None  # too few frames to trust a fit
+        assert not (tmp_path / "whitening.npz").exists()
+        index.add([(_features("b", 60, 2), "b")])
+        first = index.whitening(config)
+        assert first is not None and first.frames == 120
+        assert index.info()["whitening_frames"] == 120
+        stamp = (tmp_path / "whitening.npz").stat().st_mtime_ns
+        index.add([(_features("c", 20, 3), "c")])  # 140 frames: +17%, not material
+        assert index.whitening(config).frames == 120
+        assert (tmp_path / "whitening.npz").stat().st_mtime_ns == stamp
+        index.add([(_features("d", 60, 4), "d")])  # 200 frames: +67%
+        assert index.whitening(config).frames == 200
+        index.remove(["d", "c"])  # back to 120: -40%
+        assert index.whitening(config).frames == 120
+    with ReferenceIndex(tmp_path) as index:  # read back from disk, not refitted
+        stamp = (tmp_path / "whitening.npz").stat().st_mtime_ns
+        stored = index.whitening(config)
+        assert stored.frames == 120 and (tmp_path / "whitening.npz").stat().st_mtime_ns == stamp
+        refit = index.whitening(dataclasses.replace(config, shrinkage=0.5))  # other settings
+        assert refit.shrinkage == 0.5
+
+
+def test_fit_samples_large_indexes(tmp_path):
+    config = dataclasses.replace(WHITEN, min_frames=50, max_frames=80)
+    with ReferenceIndex(tmp_path) as index:
+        index.add([(_features("a", 120, 1), "a")])
+        assert index.whitening(config).frames == 80
