@@ -457,20 +457,35 @@ class ReferenceIndex:
         path = self.root / "whitening.npz"
         current = self._read_whitening(path)
         if current is None or current.stale(frames, config.refit_change, config.shrinkage):
-            with self._write_lock():
-                current = self._read_whitening(path)  # another process may have refitted
-                if current is None or current.stale(frames, config.refit_change, config.shrinkage):
-                    current = self._fit_whitening(config)
-                    atomic.write_npz(path, **current.arrays())
-                    self._whitening_key = None
+            try:
+                with self._write_lock():
+                    current = self._read_whitening(path)  # another process may have refitted
+                    if current is None or current.stale(
+                        frames, config.refit_change, config.shrinkage
+                    ):
+                        current = self._fit_whitening(config)
+                        atomic.write_npz(path, **current.arrays())
+                        self._whitening_key = None
+            except OSError as exc:  # a read-only index: use the fit without storing it
+                log.warning(
+                    "cannot store the whitening of %s (%s); refitting per process", path, exc
+                )
+                current = self._whitening = self._fit_whitening(config)
+                self._whitening_key = -1
         return current
 
     def _read_whitening(self, path: Path) -> Whitening | None:
+        if self._whitening_key == -1:  # fitted in memory for an index we cannot write
+            return self._whitening
         if not path.exists():
             return None
         key = path.stat().st_mtime_ns
         if self._whitening_key != key:
-            self._whitening = Whitening.from_arrays(atomic.read_npz(path))
+            try:
+                self._whitening = Whitening.from_arrays(atomic.read_npz(path))
+            except (OSError, ValueError, KeyError) as exc:  # damaged: fit again
+                log.warning("ignoring unreadable %s: %s", path, exc)
+                return None
             self._whitening_key = key
         return self._whitening
 

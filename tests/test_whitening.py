@@ -83,3 +83,30 @@ def test_fit_samples_large_indexes(tmp_path):
     with ReferenceIndex(tmp_path) as index:
         index.add([(_features("a", 120, 1), "a")])
         assert index.whitening(config).frames == 80
+
+
+def test_damaged_whitening_file_is_refitted(tmp_path):
+    config = dataclasses.replace(WHITEN, min_frames=50)
+    with ReferenceIndex(tmp_path) as index:
+        index.add([(_features("a", 60, 1), "a")])
+        (tmp_path / "whitening.npz").write_bytes(b"not an npz")
+        assert index.whitening(config).frames == 60
+    with ReferenceIndex(tmp_path) as index:  # the refit was stored
+        assert index.info()["whitening_frames"] == 60
+
+
+def test_index_that_cannot_be_written_fits_in_memory(tmp_path, monkeypatch):
+    from pipeline import atomic
+
+    config = dataclasses.replace(WHITEN, min_frames=50)
+    with ReferenceIndex(tmp_path) as index:
+        index.add([(_features("a", 60, 1), "a")])
+
+        def refuse(*args, **kwargs):
+            raise PermissionError("read-only file system")
+
+        monkeypatch.setattr(atomic, "write_npz", refuse)
+        fitted = index.whitening(config)
+        assert fitted is not None and fitted.frames == 60
+        assert index.whitening(config) is fitted  # kept for the process, not refitted per query
+        assert not (tmp_path / "whitening.npz").exists()
