@@ -499,7 +499,9 @@ class ReferenceIndex:
             rows = np.sort(np.random.default_rng(0).choice(total, config.max_frames, replace=False))
         vectors = stored[rows]
         log.info("fitting whitening on %d of %d reference frames", len(vectors), total)
-        return fit_whitening(vectors, config.shrinkage)
+        # Staleness is judged on the corpus size, not the sample's: a large index would otherwise
+        # look changed on every query and be refitted each time.
+        return fit_whitening(vectors, config.shrinkage, frames=total)
 
 
 def _frame_ids(num: int, count: int) -> np.ndarray:

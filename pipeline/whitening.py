@@ -22,7 +22,7 @@ import numpy as np
 class Whitening:
     mean: np.ndarray  # [D] float32
     projection: np.ndarray  # [D, D] float32
-    frames: int  # reference frames the fit saw (decides when a refit is due)
+    frames: int  # reference frames in the corpus when fitted (decides when a refit is due)
     shrinkage: float
 
     def apply(self, embeddings: np.ndarray) -> np.ndarray:
@@ -49,8 +49,9 @@ class Whitening:
         return cls(data["mean"], data["projection"], int(data["frames"]), float(data["shrinkage"]))
 
 
-def fit_whitening(embeddings: np.ndarray, shrinkage: float) -> Whitening:
-    """Fit on ``embeddings`` [N, D]: covariance shrunk toward its mean variance, inverse root."""
+def fit_whitening(embeddings: np.ndarray, shrinkage: float, frames: int | None = None) -> Whitening:
+    """Fit on ``embeddings`` [N, D] (a corpus of ``frames`` frames, or a sample of it):
+    covariance shrunk toward its mean variance, inverse root."""
     x = embeddings.astype(np.float64)
     mean = x.mean(axis=0)
     centred = x - mean
@@ -60,5 +61,8 @@ def fit_whitening(embeddings: np.ndarray, shrinkage: float) -> Whitening:
     values, vectors = np.linalg.eigh(cov)
     projection = vectors / np.sqrt(np.maximum(values, 1e-12))
     return Whitening(
-        mean.astype(np.float32), projection.astype(np.float32), len(x), float(shrinkage)
+        mean.astype(np.float32),
+        projection.astype(np.float32),
+        len(x) if frames is None else frames,
+        float(shrinkage),
     )

@@ -78,11 +78,16 @@ def test_index_fits_stores_and_refits_on_material_change(tmp_path):
         assert refit.shrinkage == 0.5
 
 
-def test_fit_samples_large_indexes(tmp_path):
+def test_fit_samples_large_indexes_and_is_not_refitted_per_query(tmp_path, caplog):
     config = dataclasses.replace(WHITEN, min_frames=50, max_frames=80)
     with ReferenceIndex(tmp_path) as index:
         index.add([(_features("a", 120, 1), "a")])
-        assert index.whitening(config).frames == 80
+        with caplog.at_level("INFO", logger="pipeline.index"):
+            assert index.whitening(config).frames == 120  # the corpus it stands for
+        assert "fitting whitening on 80 of 120" in caplog.text
+        stamp = (tmp_path / "whitening.npz").stat().st_mtime_ns
+        index.whitening(config)
+        assert (tmp_path / "whitening.npz").stat().st_mtime_ns == stamp
 
 
 def test_damaged_whitening_file_is_refitted(tmp_path):
