@@ -10,6 +10,7 @@ reference to advance 0..max_step frames per query frame handles slow-downs, spee
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +30,9 @@ class FrameBox:
     r1: int
     score: float
     length: int  # matched query frames on the path
+    # The reference span as fractional grid positions [start, end) from a line fitted to the
+    # path (None: the whole frames r0..r1).
+    ref_span: tuple[float, float] | None = None
 
 
 class Aligner(Protocol):
@@ -65,6 +69,9 @@ class TemporalNetwork:
             alive[inside] = False
             alive[path] = False
             box = FrameBox(q0, q1, r0, r1, float(weights[path].mean()), len(path))
+            if cfg.span_fit_slack > 0:
+                span = fit_reference_span(rows[path], cols[path], cfg.max_speed, cfg.span_fit_slack)
+                box = dataclasses.replace(box, ref_span=span)
             if _acceptable(box, boxes, cfg):
                 boxes.append(box)
         return sorted(boxes, key=lambda b: -b.score * b.length)
@@ -254,6 +261,39 @@ def make_aligner(config: AlignConfig) -> Aligner:
     return ALIGNERS[config.method](config)
 
 
+def fit_reference_span(
+    rows: np.ndarray, cols: np.ndarray, max_speed: float, slack: float
+) -> tuple[float, float]:
+    """The reference span a path stands for, as fractional grid positions [start, end).
+
+    A copy maps query time to reference time linearly, but the extreme reference frames of a
+    path overstate or understate its span whenever an end node sits a frame off the diagonal
+    (neighbouring frames match nearly as well). The span is read off a Theil-Sen line (median
+    pairwise slope, median intercept) at the path's first query frame and one frame past its
+    last, moved at most ``slack`` frames from the path's own extremes: in a near-static
+    reference the path idles and the line's slope means little, so it may only nudge.
+    """
+    q, r = rows.astype(np.float64), cols.astype(np.float64)
+    slope = 1.0
+    if len(q) >= 2:
+        dq = q[None, :] - q[:, None]
+        later = dq > 0
+        slope = float(np.median((r[None, :] - r[:, None])[later] / dq[later]))
+        slope = float(np.clip(slope, 1 / max_speed, max_speed))
+    intercept = float(np.median(r - slope * q))
+    first, last = float(r.min()), float(r.max()) + 1
+    start = float(np.clip(intercept + slope * q[0], first - slack, first + slack))
+    end = float(np.clip(intercept + slope * (q[-1] + 1), last - slack, last + slack))
+    return start, max(end, start + 1)
+
+
+def _grid_time(starts: np.ndarray, ends: np.ndarray, position: float) -> float:
+    """Time of a fractional position on the sampling grid (frame k starts at position k)."""
+    width = float(ends[0] - starts[0])
+    k = int(np.clip(np.floor(position), 0, len(starts) - 1))
+    return float(starts[k] + (position - k) * width)
+
+
 def boxes_to_segments(
     boxes: list[FrameBox],
     q_starts: np.ndarray,
@@ -262,13 +302,19 @@ def boxes_to_segments(
     r_ends: np.ndarray,
 ) -> list[Segment]:
     """Frame boxes to seconds, using the span each frame stands for."""
-    return [
-        Segment(
-            query_start=float(q_starts[b.q0]),
-            query_end=float(q_ends[b.q1]),
-            reference_start=float(r_starts[b.r0]),
-            reference_end=float(r_ends[b.r1]),
-            score=b.score,
+    segments = []
+    for b in boxes:
+        r0, r1 = float(r_starts[b.r0]), float(r_ends[b.r1])
+        if b.ref_span is not None:
+            r0 = max(float(r_starts[0]), _grid_time(r_starts, r_ends, b.ref_span[0]))
+            r1 = min(float(r_ends[-1]), _grid_time(r_starts, r_ends, b.ref_span[1]))
+        segments.append(
+            Segment(
+                query_start=float(q_starts[b.q0]),
+                query_end=float(q_ends[b.q1]),
+                reference_start=r0,
+                reference_end=r1,
+                score=b.score,
+            )
         )
-        for b in boxes
-    ]
+    return segments

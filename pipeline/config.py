@@ -145,6 +145,7 @@ class AlignConfig:
     max_segments: int
     max_speed: float
     skew_penalty: float
+    span_fit_slack: float
 
     def validate(self) -> None:
         _check(self.method in ("tn", "hv", "dp"), "align.method must be tn, hv or dp")
@@ -152,6 +153,7 @@ class AlignConfig:
         _check(self.top_k > 0 and self.max_step > 0, "align.top_k/max_step must be > 0")
         _check(self.min_length >= 1 and self.max_segments >= 1, "align.min_length/max_segments")
         _check(self.skew_penalty >= 0, "align.skew_penalty must be >= 0")
+        _check(self.span_fit_slack >= 0, "align.span_fit_slack must be >= 0")
 
 
 @dataclass(frozen=True)

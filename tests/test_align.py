@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.align import FrameBox, TemporalNetwork, boxes_to_segments
+from pipeline.align import FrameBox, TemporalNetwork, boxes_to_segments, fit_reference_span
 
 
 def _noise(nq: int, nr: int, seed: int = 0) -> np.ndarray:
@@ -81,6 +81,34 @@ def test_boxes_to_seconds_use_frame_spans():
     (segment,) = boxes_to_segments([FrameBox(2, 5, 3, 6, 0.9, 4)], starts, ends, starts, ends)
     assert (segment.query_start, segment.query_end) == (2.0, 6.0)
     assert (segment.reference_start, segment.reference_end) == (3.0, 7.0)
+
+
+def test_span_fit_ignores_an_end_node_off_the_diagonal():
+    """A copy of reference frames 5..14 whose last query frame matched frame 15 (a near-identical
+    neighbour): the extremes say 5..16, the fitted line says 5..15, moved at most the slack."""
+    rows = np.arange(10)
+    cols = rows + 5
+    cols[-1] += 1
+    assert fit_reference_span(rows, cols, 2.5, slack=0.5) == (5.0, 15.5)
+    assert fit_reference_span(rows, cols, 2.5, slack=2.0) == (5.0, 15.0)
+
+
+def test_span_fit_follows_the_speed():
+    """At 2x, query frame 4 covers reference frames 8 and 9: the span ends at 10, not 9."""
+    rows, cols = np.arange(5), np.arange(5) * 2
+    assert fit_reference_span(rows, cols, 2.5, slack=1.0) == (0.0, 10.0)
+
+
+def test_temporal_network_reports_the_fitted_span(config):
+    sim = _plant(_noise(60, 80), 10, 30, 20)
+    sim[29, 50] = 0.95  # the last query frame prefers the next reference frame
+    fitted = _only(TemporalNetwork(config.align)(sim))
+    extremes = _only(TemporalNetwork(dataclasses.replace(config.align, span_fit_slack=0))(sim))
+    assert extremes.ref_span is None and extremes.r1 == 50
+    assert fitted.ref_span == (30.0, 50.5)
+    starts, ends = np.arange(80.0) / 2, np.arange(80.0) / 2 + 0.5
+    (segment,) = boxes_to_segments([fitted], starts, ends, starts, ends)
+    assert (segment.reference_start, segment.reference_end) == (15.0, 25.25)
 
 
 def test_static_shot_is_not_a_copy(tn):
