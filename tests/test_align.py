@@ -99,6 +99,14 @@ def test_span_fit_follows_the_speed():
     assert fit_reference_span(rows, cols, 2.5, slack=1.0) == (0.0, 10.0)
 
 
+def test_span_fit_of_a_long_path_is_bounded():
+    """An hour-long copy at 2 fps (7200 nodes) fits on a sample: right answer, no 400 MB table."""
+    rows = np.arange(7200)
+    cols = rows // 2 + 100  # played at half speed
+    start, end = fit_reference_span(rows, cols, 2.5, slack=0.5)
+    assert abs(start - 100) <= 0.25 and abs(end - 3700) <= 0.25  # a staircase: half a frame
+
+
 def test_temporal_network_reports_the_fitted_span(config):
     sim = _plant(_noise(60, 80), 10, 30, 20)
     sim[29, 50] = 0.95  # the last query frame prefers the next reference frame
