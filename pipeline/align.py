@@ -69,11 +69,12 @@ class TemporalNetwork:
             alive[inside] = False
             alive[path] = False
             box = FrameBox(q0, q1, r0, r1, float(weights[path].mean()), len(path))
-            if cfg.span_fit_slack > 0:
+            if not _acceptable(box, boxes, cfg):
+                continue
+            if cfg.span_fit_slack > 0:  # rejected paths need no span
                 span = fit_reference_span(rows[path], cols[path], cfg.max_speed, cfg.span_fit_slack)
                 box = dataclasses.replace(box, ref_span=span)
-            if _acceptable(box, boxes, cfg):
-                boxes.append(box)
+            boxes.append(box)
         return sorted(boxes, key=lambda b: -b.score * b.length)
 
 
