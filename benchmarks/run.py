@@ -76,7 +76,7 @@ def run_copyspan(data: Path, config: Config, work: Path) -> tuple[list[MethodRun
 
     features: list[VideoFeatures] = []
     boxes: list[Box] = []
-    stage = {"decode": 0.0, "embed": 0.0, "search": 0.0, "align": 0.0}
+    stage = {"decode": 0.0, "embed": 0.0, "search": 0.0, "align": 0.0, "refine": 0.0}
     started = time.perf_counter()
     for path in videos(data / "queries"):
         query = detector.describe(path)
@@ -242,7 +242,8 @@ def render(
         "",
         f"copyspan query throughput / decode-only throughput = **{ratio:.2f}** (same run, same "
         f"files). Query time by stage: decode {stage['decode']:.1f} s, embed "
-        f"{stage['embed']:.1f} s, search {stage['search']:.2f} s, align {stage['align']:.2f} s. "
+        f"{stage['embed']:.1f} s, search {stage['search']:.2f} s, align {stage['align']:.2f} s, "
+        f"refine {stage['refine']:.2f} s. "
         f"Indexing the references took {info['index_seconds']:.1f} s.",
         "",
     ]

@@ -146,6 +146,7 @@ class AlignConfig:
     max_speed: float
     skew_penalty: float
     span_fit_slack: float
+    refine_boundaries: bool  # move segment ends onto the query's cuts (pipeline/refine.py)
 
     def validate(self) -> None:
         _check(self.method in ("tn", "hv", "dp"), "align.method must be tn, hv or dp")

@@ -18,6 +18,7 @@ from pipeline.index import Reference, ReferenceIndex
 from pipeline.keyframes import Keyframes, expand, select_keyframes
 from pipeline.pooling import pool, pooling_weights
 from pipeline.records import Match, QueryResult, SampledFrames, VideoFeatures
+from pipeline.refine import refine_matches
 from pipeline.suppress import crop_borders, frame_weights, generic_weights
 from pipeline.views import View, query_views
 from pipeline.whitening import Whitening
@@ -222,6 +223,15 @@ class CopyDetector:
             segments=segments,
         )
 
+    def refine(
+        self, matches: list[Match], query: VideoFeatures, durations: dict[str, float]
+    ) -> list[Match]:
+        """Segment ends moved from the sampling grid onto the query's cuts (pipeline/refine.py)."""
+        if not self.config.align.refine_boundaries or not matches:
+            return matches
+        backend = self.config.decode.backend
+        return refine_matches(matches, query.path, query.fps, query.duration, durations, backend)
+
     def candidates(self, query: VideoFeatures, index: ReferenceIndex) -> list[Reference]:
         """References worth aligning: frame-level kNN, max similarity per reference."""
         cfg = self.config.search
@@ -268,16 +278,23 @@ class CopyDetector:
         whitening = index.whitening(self.config.whiten) if self.config.whiten.enabled else None
         whitened_query = _whiten(query, whitening) if whitening else None
         searched = time.perf_counter()
-        matches = []
+        matches, durations = [], {}
         for ref in candidates:
             reference = index.features(ref)
             pair = (whitened_query, _whiten(reference, whitening)) if whitening else None
             match = self._align(query, reference, pair)
             if match is not None:
                 matches.append(match)
+                durations[reference.video_id] = reference.duration
         matches.sort(key=lambda m: -m.score)
+        aligned = time.perf_counter()
+        matches = self.refine(matches, query, durations)
         timings = dict(query.timings)
-        timings.update(search=searched - started, align=time.perf_counter() - searched)
+        timings.update(
+            search=searched - started,
+            align=aligned - searched,
+            refine=time.perf_counter() - aligned,
+        )
         return QueryResult(
             query_id=query.video_id,
             query_path=query.path,
@@ -294,10 +311,12 @@ class CopyDetector:
         query = self.describe(query_path)
         reference = self.describe(reference_path, views=False)
         match = self.align_pair(query, reference)
+        durations = {reference.video_id: reference.duration}
+        matches = self.refine([match], query, durations) if match else []
         return QueryResult(
             query_id=query.video_id,
             query_path=query.path,
             duration=round(query.duration, 3),
-            matches=[match] if match else [],
+            matches=matches,
             timings=query.timings,
         )
