@@ -47,7 +47,7 @@ PLAIN = {
     "whiten": {"enabled": False},
     "views": {"enabled": False},
     "search": {"video_candidates": 0},
-    "align": {"refine_boundaries": False},
+    "align": {"refine_boundaries": False, "sync_reference": False},
 }
 ONE_FPS = {"decode": {"fps": 1.0}, "align": {"max_step": 3, "min_length": 2}}
 PLAIN_1FPS = {**PLAIN, **ONE_FPS, "align": {**PLAIN["align"], **ONE_FPS["align"]}}
@@ -63,8 +63,12 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "no_borders": ("black-border cropping off", {"suppress": {"crop_borders": False}}),
     "no_blank": ("blank-frame weights off", {"suppress": {"blank_frames": False}}),
     "no_refine": (
-        "segment ends left on the sampling grid",
+        "query ends left on the sampling grid",
         {"align": {"refine_boundaries": False}},
+    ),
+    "no_sync": (
+        "reference spans not shifted by the motion rhythm",
+        {"align": {"sync_reference": False}},
     ),
     "no_video_stage": ("video-level candidates off", {"search": {"video_candidates": 0}}),
 }

@@ -147,6 +147,7 @@ class AlignConfig:
     skew_penalty: float
     span_fit_slack: float
     refine_boundaries: bool  # move segment ends onto the query's cuts (pipeline/refine.py)
+    sync_reference: bool  # shift reference spans onto the query's motion (pipeline/sync.py)
 
     def validate(self) -> None:
         _check(self.method in ("tn", "hv", "dp"), "align.method must be tn, hv or dp")

@@ -20,6 +20,7 @@ from pipeline.pooling import pool, pooling_weights
 from pipeline.records import Match, QueryResult, SampledFrames, VideoFeatures
 from pipeline.refine import refine_matches
 from pipeline.suppress import crop_borders, frame_weights, generic_weights
+from pipeline.sync import sync_matches
 from pipeline.views import View, query_views
 from pipeline.whitening import Whitening
 
@@ -227,10 +228,15 @@ class CopyDetector:
         self, matches: list[Match], query: VideoFeatures, durations: dict[str, float]
     ) -> list[Match]:
         """Segment ends moved from the sampling grid onto the query's cuts (pipeline/refine.py)."""
-        if not self.config.align.refine_boundaries or not matches:
-            return matches
+        cfg = self.config.align
         backend = self.config.decode.backend
-        return refine_matches(matches, query.path, query.fps, query.duration, durations, backend)
+        if cfg.refine_boundaries and matches:
+            matches = refine_matches(
+                matches, query.path, query.fps, query.duration, durations, backend
+            )
+        if cfg.sync_reference and matches:
+            matches = sync_matches(matches, query.path, durations, backend)
+        return matches
 
     def candidates(self, query: VideoFeatures, index: ReferenceIndex) -> list[Reference]:
         """References worth aligning: frame-level kNN, max similarity per reference."""

@@ -51,21 +51,23 @@ def split_time(thumbs: np.ndarray, times: np.ndarray, guess: float) -> float:
     return float(times[tied[np.argmin(np.abs(times[tied] - guess))]])
 
 
-def read_windows(path: str | Path, windows: list[Window], backend: str) -> dict[Window, tuple]:
+def read_windows(
+    path: str | Path, windows: list[Window], backend: str, max_frames: int = MAX_WINDOW_FRAMES
+) -> dict[Window, tuple]:
     """(start times, thumbnails) of the native frames from the one on screen at each window's
-    first centre to the one on screen at its second; windows that cannot be read are left
-    out."""
+    first time to the one on screen at its second; windows that cannot be read, or hold more
+    than ``max_frames`` frames, are left out."""
     if not windows:
         return {}
     if backend == "decord":
         try:
-            return _read_decord(Path(path), windows)
+            return _read_decord(Path(path), windows, max_frames)
         except Exception as exc:  # decord raises its own types; PyAV may cope
             log.info("decord cannot reread %s (%s); using PyAV", path, exc)
-    return _read_pyav(Path(path), windows)
+    return _read_pyav(Path(path), windows, max_frames)
 
 
-def _read_decord(path: Path, windows: list[Window]) -> dict[Window, tuple]:
+def _read_decord(path: Path, windows: list[Window], max_frames: int) -> dict[Window, tuple]:
     import decord
 
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=THUMB_SIDE, height=THUMB_SIDE)
@@ -73,7 +75,7 @@ def _read_decord(path: Path, windows: list[Window]) -> dict[Window, tuple]:
     spans = {}
     for window in windows:
         first, last = pick_frames(starts, np.asarray(window))
-        if 0 < last - first + 1 <= MAX_WINDOW_FRAMES:
+        if 0 < last - first + 1 <= max_frames:
             spans[window] = np.arange(first, last + 1)
     wanted = sorted({int(i) for rows in spans.values() for i in rows})
     if not wanted:
@@ -82,7 +84,7 @@ def _read_decord(path: Path, windows: list[Window]) -> dict[Window, tuple]:
     return {w: (starts[r], np.stack([frames[int(i)] for i in r])) for w, r in spans.items()}
 
 
-def _read_pyav(path: Path, windows: list[Window]) -> dict[Window, tuple]:
+def _read_pyav(path: Path, windows: list[Window], max_frames: int) -> dict[Window, tuple]:
     import av
 
     found = {}
@@ -101,7 +103,7 @@ def _read_pyav(path: Path, windows: list[Window]) -> dict[Window, tuple]:
                     times, thumbs = [], []
                 times.append(frame.time)
                 thumbs.append(frame.to_ndarray(width=THUMB_SIDE, height=THUMB_SIDE, format="rgb24"))
-            if 1 < len(times) <= MAX_WINDOW_FRAMES and times[0] <= window[0]:
+            if 1 < len(times) <= max_frames and times[0] <= window[0]:
                 found[window] = (np.asarray(times), np.stack(thumbs))
     return found
 

@@ -1,0 +1,133 @@
+"""Reference offset below the sampling period, from the rhythm of motion in both videos.
+
+Frames sampled every 0.5 s in both videos can only place a copy's reference span to within a
+quarter second: both grids tick in step, so every matched frame pair carries the same rounding
+and no fit through them averages it away. How much the picture changes from moment to moment
+(mean absolute difference of small thumbnails ``LAG_S`` apart, on a 25 Hz clock) survives the
+edits copies go through (crop, flip, colour, blur, overlays, re-encoding, a new frame rate) and
+is the same function of time in the copy as in its source. The query segment's motion signal is
+correlated with the reference's at shifts of up to ``MAX_SHIFT_S`` along the segment's own
+speed, and the reference span moves by the best shift when the correlation is clear. Near-static
+footage has no rhythm to lock on and keeps its span.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.decode import pick_frames
+from pipeline.records import Match, Segment
+from pipeline.refine import read_windows
+
+log = logging.getLogger(__name__)
+
+SIGNAL_HZ = 25.0  # the common clock both motion signals are read on
+LAG_S = 0.2  # motion = change between the frames on screen this far apart
+MAX_SHIFT_S = 0.5  # a shift further than this is not a rounding of the grid
+MAX_SIGNAL_S = 30.0  # the first this many seconds of a segment are enough to find its shift
+MIN_SIGNAL_S = 2.0  # shorter segments keep their span
+MIN_CORR = 0.7  # the best shift's correlation must reach this (below 0.6 shifts did harm)
+MAX_FRAMES = 8000  # native frames reread per window at most (bounds memory: 32x32 thumbnails)
+
+
+def motion(times: np.ndarray, thumbs: np.ndarray, at: np.ndarray, lag: float) -> np.ndarray:
+    """Mean absolute change between the frames on screen at ``at`` and at ``at + lag``."""
+    first = thumbs[pick_frames(times, at)]
+    second = thumbs[pick_frames(times, at + lag)]
+    return np.abs(first - second).mean(axis=tuple(range(1, first.ndim)))
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / norm if norm > 1e-9 else 0.0
+
+
+def best_shift(
+    query: tuple[np.ndarray, np.ndarray],
+    reference: tuple[np.ndarray, np.ndarray],
+    segment: Segment,
+) -> tuple[float, float]:
+    """(shift in seconds to add to the reference span, its correlation); (0, 0) when the
+    segment is too short or too still to tell."""
+    q0 = segment.query_start
+    q1 = min(segment.query_end, q0 + MAX_SIGNAL_S)
+    speed = (segment.reference_end - segment.reference_start) / (
+        segment.query_end - segment.query_start
+    )
+    at = np.arange(q0, q1 - LAG_S, 1.0 / SIGNAL_HZ)
+    if len(at) < MIN_SIGNAL_S * SIGNAL_HZ:
+        return 0.0, 0.0
+    q_signal = motion(*query, at, LAG_S)
+    if np.ptp(q_signal) < 1e-3:  # nothing moves: every shift fits equally
+        return 0.0, 0.0
+    shifts = np.arange(-MAX_SHIFT_S, MAX_SHIFT_S + 1e-9, 1.0 / SIGNAL_HZ)
+    on_reference = segment.reference_start + (at - q0) * speed
+    corrs = [
+        _pearson(q_signal, motion(*reference, on_reference + d, LAG_S * speed)) for d in shifts
+    ]
+    best = int(np.argmax(corrs))
+    return float(shifts[best]), float(corrs[best])
+
+
+def _query_window(s: Segment) -> tuple[float, float]:
+    return s.query_start, min(s.query_end, s.query_start + MAX_SIGNAL_S)
+
+
+def _reference_window(s: Segment) -> tuple[float, float]:
+    q0, q1 = _query_window(s)
+    speed = (s.reference_end - s.reference_start) / (s.query_end - s.query_start)
+    r1 = s.reference_start + (q1 - q0) * speed
+    return max(0.0, s.reference_start - MAX_SHIFT_S), r1 + MAX_SHIFT_S + LAG_S * speed
+
+
+def _thumbs(path: str | Path, windows: list[tuple[float, float]], backend: str) -> dict:
+    read = read_windows(path, sorted(set(windows)), backend, MAX_FRAMES)
+    return {w: (times, thumbs.astype(np.float32)) for w, (times, thumbs) in read.items()}
+
+
+def sync_matches(
+    matches: list[Match],
+    query_path: str | Path,
+    reference_durations: dict[str, float],
+    backend: str,
+) -> list[Match]:
+    """``matches`` with each segment's reference span shifted onto the query's motion."""
+    try:
+        query = _thumbs(
+            query_path, [_query_window(s) for m in matches for s in m.segments], backend
+        )
+    except Exception as exc:  # optional stage: keep the spans
+        log.warning("reference sync skipped for %s: %s", query_path, exc)
+        return matches
+    synced = []
+    for match in matches:
+        try:
+            reference = _thumbs(
+                match.reference_path, [_reference_window(s) for s in match.segments], backend
+            )
+        except Exception as exc:  # a reference file this process cannot read
+            log.warning("reference sync skipped for %s: %s", match.reference_path, exc)
+            synced.append(match)
+            continue
+        segments = []
+        limit = reference_durations.get(match.reference_id, math.inf)
+        for s in match.segments:
+            q, r = query.get(_query_window(s)), reference.get(_reference_window(s))
+            shift, corr = best_shift(q, r, s) if q is not None and r is not None else (0.0, 0.0)
+            if corr < MIN_CORR:
+                shift = 0.0
+            segments.append(
+                dataclasses.replace(
+                    s,
+                    reference_start=max(0.0, s.reference_start + shift),
+                    reference_end=min(limit, s.reference_end + shift),
+                )
+            )
+        synced.append(dataclasses.replace(match, segments=segments))
+    return synced

@@ -1,0 +1,58 @@
+"""Reference sync: reference spans shifted below the sampling period by the rhythm of motion."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from benchmarks.edits import Part, compose
+from pipeline.detector import CopyDetector
+from pipeline.records import Segment
+from pipeline.sync import best_shift
+
+
+def _footage(times: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Thumbnails of footage whose picture jumps at ``cuts`` (seconds) and drifts between."""
+    level = np.searchsorted(cuts, times) * 37 % 200 + 10 * np.sin(times)
+    return np.broadcast_to(level[:, None, None, None], (len(times), 4, 4, 3)).astype(np.float32)
+
+
+def test_shift_found_across_frame_rates():
+    rng = np.random.default_rng(3)
+    cuts = np.sort(rng.uniform(0, 20, 30))
+    ref_times = np.arange(0, 20, 1 / 25)
+    # The query copies reference seconds 4.2-14.2 at 3.0-13.0 s, at 30 fps.
+    q_times = np.arange(0, 16, 1 / 30)
+    query = (q_times, _footage(q_times + 1.2, cuts))
+    reference = (ref_times, _footage(ref_times, cuts))
+    # The aligner's grid said the copy starts at reference second 4.0: 0.2 s early.
+    segment = Segment(3.0, 13.0, 4.0, 14.0, 0.9)
+    shift, corr = best_shift(query, reference, segment)
+    assert shift == pytest.approx(0.2, abs=0.045) and corr > 0.9
+
+
+def test_still_footage_gives_no_shift():
+    times = np.arange(0, 20, 1 / 25)
+    still = (times, np.full((len(times), 4, 4, 3), 80, np.float32))
+    assert best_shift(still, still, Segment(3.0, 13.0, 4.0, 14.0, 0.9)) == (0.0, 0.0)
+
+
+def test_reference_span_lands_within_a_frame(config, detector, clips, photos, tmp_path):
+    # Seconds 2.13-8.13 of ``bikes``: the 2 fps grid puts the copy's start 0.19 s late.
+    query = compose(
+        [
+            Part(photos["astronaut"], 5.3, photo=True),
+            Part(clips["bikes"], 6.0, start=2.13),
+            Part(photos["coffee"], 3.7, photo=True),
+        ],
+        tmp_path / "offset.mp4",
+    )
+    align = dataclasses.replace(config.align, sync_reference=False)
+    unsynced = CopyDetector(dataclasses.replace(config, align=align), embedder=detector.embedder)
+    (coarse,) = unsynced.match(query, clips["bikes"]).matches[0].segments
+    (fine,) = detector.match(query, clips["bikes"]).matches[0].segments
+    assert abs(coarse.reference_start - 2.13) > 0.12
+    assert fine.reference_start == pytest.approx(2.13, abs=0.06)
+    assert fine.reference_end - fine.reference_start == pytest.approx(6.0, abs=0.1)
