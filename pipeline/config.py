@@ -148,6 +148,7 @@ class AlignConfig:
     span_fit_slack: float
     refine_boundaries: bool  # move segment ends onto the query's cuts (pipeline/refine.py)
     sync_reference: bool  # shift reference spans onto the query's motion (pipeline/sync.py)
+    sync_max_matches: int  # references reread for sync per query, best matches first
 
     def validate(self) -> None:
         _check(self.method in ("tn", "hv", "dp"), "align.method must be tn, hv or dp")
@@ -156,6 +157,7 @@ class AlignConfig:
         _check(self.min_length >= 1 and self.max_segments >= 1, "align.min_length/max_segments")
         _check(self.skew_penalty >= 0, "align.skew_penalty must be >= 0")
         _check(self.span_fit_slack >= 0, "align.span_fit_slack must be >= 0")
+        _check(self.sync_max_matches >= 0, "align.sync_max_matches must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,9 @@ class CopyDetector:
     def refine(
         self, matches: list[Match], query: VideoFeatures, durations: dict[str, float]
     ) -> list[Match]:
-        """Segment ends moved from the sampling grid onto the query's cuts (pipeline/refine.py)."""
+        """Segment spans read off the videos' native frames rather than the sampling grid:
+        query ends onto the query's cuts (pipeline/refine.py), then reference spans shifted
+        onto the query's motion (pipeline/sync.py)."""
         cfg = self.config.align
         backend = self.config.decode.backend
         if cfg.refine_boundaries and matches:
@@ -235,7 +237,9 @@ class CopyDetector:
                 matches, query.path, query.fps, query.duration, durations, backend
             )
         if cfg.sync_reference and matches:
-            matches = sync_matches(matches, query.path, durations, backend)
+            # Matches arrive best first: the cap keeps the strongest ones synced.
+            limit = cfg.sync_max_matches
+            matches = sync_matches(matches, query.path, durations, backend, limit)
         return matches
 
     def candidates(self, query: VideoFeatures, index: ReferenceIndex) -> list[Reference]:

@@ -103,7 +103,8 @@ def _read_pyav(path: Path, windows: list[Window], max_frames: int) -> dict[Windo
                     times, thumbs = [], []
                 times.append(frame.time)
                 thumbs.append(frame.to_ndarray(width=THUMB_SIDE, height=THUMB_SIDE, format="rgb24"))
-            if 1 < len(times) <= max_frames and times[0] <= window[0]:
+            # A window starting before the first frame gets that frame, as pick_frames does.
+            if 1 < len(times) <= max_frames:
                 found[window] = (np.asarray(times), np.stack(thumbs))
     return found
 

@@ -96,15 +96,19 @@ def sync_matches(
     query_path: str | Path,
     reference_durations: dict[str, float],
     backend: str,
+    max_matches: int,
 ) -> list[Match]:
-    """``matches`` with each segment's reference span shifted onto the query's motion."""
+    """``matches`` with each segment's reference span shifted onto the query's motion; only
+    the first ``max_matches`` matches are synced (each rereads its reference file), the
+    rest keep their spans."""
+    matches, unsynced = matches[:max_matches], matches[max_matches:]
     try:
         query = _thumbs(
             query_path, [_query_window(s) for m in matches for s in m.segments], backend
         )
     except Exception as exc:  # optional stage: keep the spans
         log.warning("reference sync skipped for %s: %s", query_path, exc)
-        return matches
+        return matches + unsynced
     synced = []
     for match in matches:
         try:
@@ -130,4 +134,4 @@ def sync_matches(
                 )
             )
         synced.append(dataclasses.replace(match, segments=segments))
-    return synced
+    return synced + unsynced

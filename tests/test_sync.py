@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
 
 from benchmarks.edits import Part, compose
 from pipeline.detector import CopyDetector
-from pipeline.records import Segment
-from pipeline.sync import best_shift
+from pipeline.records import Match, Segment
+from pipeline.sync import best_shift, sync_matches
+from tests.helpers import cfr_times, write_timed_clip
 
 
 def _footage(times: np.ndarray, cuts: np.ndarray) -> np.ndarray:
@@ -56,3 +58,14 @@ def test_reference_span_lands_within_a_frame(config, detector, clips, photos, tm
     assert abs(coarse.reference_start - 2.13) > 0.12
     assert fine.reference_start == pytest.approx(2.13, abs=0.06)
     assert fine.reference_end - fine.reference_start == pytest.approx(6.0, abs=0.1)
+
+
+def test_unreadable_reference_or_cap_keeps_spans(tmp_path, caplog):
+    query = write_timed_clip(tmp_path / "q.mp4", cfr_times(6.0, 30))
+    segment = Segment(1.0, 5.0, 1.0, 5.0, 0.9)
+    gone = Match("gone", str(tmp_path / "missing.mp4"), 0.9, [segment])
+    assert sync_matches([gone], query, {}, "decord", max_matches=0) == [gone]
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING):
+        assert sync_matches([gone], query, {}, "decord", max_matches=1) == [gone]
+    assert "missing.mp4" in caplog.text
