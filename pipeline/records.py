@@ -85,6 +85,11 @@ class Segment:
     reference_end: float
     score: float
 
+    @property
+    def speed(self) -> float:
+        """Reference seconds per query second (above 1: the copy plays faster)."""
+        return (self.reference_end - self.reference_start) / (self.query_end - self.query_start)
+
     def to_dict(self) -> dict[str, float]:
         return {
             "query_start": round(self.query_start, 3),

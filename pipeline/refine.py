@@ -152,7 +152,7 @@ def refine_matches(
             if q1 <= q0:
                 segments.append(s)
                 continue
-            speed = (s.reference_end - s.reference_start) / (s.query_end - s.query_start)
+            speed = s.speed
             segments.append(
                 dataclasses.replace(
                     s,

@@ -57,9 +57,7 @@ def best_shift(
     segment is too short or too still to tell."""
     q0 = segment.query_start
     q1 = min(segment.query_end, q0 + MAX_SIGNAL_S)
-    speed = (segment.reference_end - segment.reference_start) / (
-        segment.query_end - segment.query_start
-    )
+    speed = segment.speed
     at = np.arange(q0, q1 - LAG_S, 1.0 / SIGNAL_HZ)
     if len(at) < MIN_SIGNAL_S * SIGNAL_HZ:
         return 0.0, 0.0
@@ -81,9 +79,8 @@ def _query_window(s: Segment) -> tuple[float, float]:
 
 def _reference_window(s: Segment) -> tuple[float, float]:
     q0, q1 = _query_window(s)
-    speed = (s.reference_end - s.reference_start) / (s.query_end - s.query_start)
-    r1 = s.reference_start + (q1 - q0) * speed
-    return max(0.0, s.reference_start - MAX_SHIFT_S), r1 + MAX_SHIFT_S + LAG_S * speed
+    r1 = s.reference_start + (q1 - q0) * s.speed
+    return max(0.0, s.reference_start - MAX_SHIFT_S), r1 + MAX_SHIFT_S + LAG_S * s.speed
 
 
 def _thumbs(path: str | Path, windows: list[tuple[float, float]], backend: str) -> dict:
