@@ -18,9 +18,9 @@ from pipeline.index import Reference, ReferenceIndex
 from pipeline.keyframes import Keyframes, expand, select_keyframes
 from pipeline.pooling import pool, pooling_weights
 from pipeline.records import Match, QueryResult, SampledFrames, VideoFeatures
-from pipeline.refine import refine_matches
+from pipeline.refine import boundary_windows, read_frames, refine_matches
 from pipeline.suppress import crop_borders, frame_weights, generic_weights
-from pipeline.sync import sync_matches
+from pipeline.sync import sync_matches, sync_windows
 from pipeline.views import View, query_views
 from pipeline.whitening import Whitening
 
@@ -231,15 +231,24 @@ class CopyDetector:
         query ends onto the query's cuts (pipeline/refine.py), then reference spans shifted
         onto the query's motion (pipeline/sync.py)."""
         cfg = self.config.align
+        if not matches or not (cfg.refine_boundaries or cfg.sync_reference):
+            return matches
         backend = self.config.decode.backend
-        if cfg.refine_boundaries and matches:
-            matches = refine_matches(
-                matches, query.path, query.fps, query.duration, durations, backend
-            )
-        if cfg.sync_reference and matches:
+        fps, duration = query.fps, query.duration
+        windows = boundary_windows(matches, fps, duration) if cfg.refine_boundaries else []
+        if cfg.sync_reference:
+            windows += sync_windows(matches, fps, cfg.sync_max_matches)
+        try:  # one read of the query serves both stages
+            frames = read_frames(query.path, windows, backend)
+        except Exception as exc:  # both stages are optional: keep the grid's spans
+            log.warning("span refinement skipped for %s: %s", query.path, exc)
+            return matches
+        if cfg.refine_boundaries:
+            matches = refine_matches(matches, frames, fps, duration, durations)
+        if cfg.sync_reference:
             # Matches arrive best first: the cap keeps the strongest ones synced.
             limit = cfg.sync_max_matches
-            matches = sync_matches(matches, query.path, durations, backend, limit)
+            matches = sync_matches(matches, frames, durations, backend, limit)
         return matches
 
     def candidates(self, query: VideoFeatures, index: ReferenceIndex) -> list[Reference]:

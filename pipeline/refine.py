@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 THUMB_SIDE = 32  # thumbnails are THUMB_SIDE x THUMB_SIDE RGB: layout and colour, no detail
 MAX_WINDOW_FRAMES = 120  # a window with more native frames (very high frame rate) is skipped
+MAX_READ_FRAMES = 8000  # native frames read per window at most (bounds memory: 32x32 thumbnails)
 Window = tuple[float, float]  # centre times of the sampled frames either side of a boundary
 
 
@@ -109,6 +111,41 @@ def _read_pyav(path: Path, windows: list[Window], max_frames: int) -> dict[Windo
     return found
 
 
+@dataclass(frozen=True)
+class Frames:
+    """Thumbnails of native frames reread in windows, merged in time order (one read of a
+    video serves every stage that needs its frames)."""
+
+    times: np.ndarray  # [N] start times
+    thumbs: np.ndarray  # [N, THUMB_SIDE, THUMB_SIDE, 3] float32
+
+    def between(self, window: Window, max_frames: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The frames from the one on screen at ``window[0]`` to the one on screen at
+        ``window[1]`` (a window that was read); None when fewer than two or too many."""
+        if len(self.times) == 0:
+            return None
+        first, last = pick_frames(self.times, np.asarray(window))
+        if not 2 <= last - first + 1 <= max_frames:
+            return None
+        return self.times[first : last + 1], self.thumbs[first : last + 1]
+
+
+def read_frames(path: str | Path, windows: list[Window], backend: str) -> Frames:
+    """The native frames of ``windows`` of ``path`` as thumbnails, in one read."""
+    read = read_windows(path, sorted(set(windows)), backend, MAX_READ_FRAMES)
+    if not read:
+        return Frames(np.zeros(0), np.zeros((0, THUMB_SIDE, THUMB_SIDE, 3), np.float32))
+    times = np.concatenate([t for t, _ in read.values()])
+    thumbs = np.concatenate([f for _, f in read.values()]).astype(np.float32)
+    times, unique = np.unique(times, return_index=True)  # overlapping windows share frames
+    return Frames(times, thumbs[unique])
+
+
+def boundary_windows(matches: list[Match], fps: float, duration: float) -> list[Window]:
+    """The windows refine_matches reads: around every segment's query ends."""
+    return [w for m in matches for s in m.segments for w in _windows(s, fps, duration) if w]
+
+
 def _windows(segment: Segment, fps: float, duration: float) -> tuple[Window | None, ...]:
     """The windows around a segment's query start and end (None at the video's ends)."""
     step = 1.0 / fps
@@ -121,26 +158,18 @@ def _windows(segment: Segment, fps: float, duration: float) -> tuple[Window | No
 
 def refine_matches(
     matches: list[Match],
-    path: str | Path,
+    frames: Frames,
     fps: float,
     duration: float,
     reference_durations: dict[str, float],
-    backend: str,
 ) -> list[Match]:
     """``matches`` with every segment's query ends moved onto the cut nearest the grid's
-    boundary, and its reference ends moved with them along the segment's own speed."""
-    wanted = {w for m in matches for s in m.segments for w in _windows(s, fps, duration) if w}
-    try:
-        read = read_windows(path, sorted(wanted), backend)
-    except Exception as exc:  # refinement is optional: keep the grid's ends
-        log.warning("boundary refinement skipped for %s: %s", path, exc)
-        return matches
+    boundary, and its reference ends moved with them along the segment's own speed.
+    ``frames`` holds the query's frames in ``boundary_windows``."""
 
     def moved(window: Window | None, grid: float) -> float:
-        if window not in read:
-            return grid
-        times, thumbs = read[window]
-        return split_time(thumbs, times, grid)
+        found = frames.between(window, MAX_WINDOW_FRAMES) if window else None
+        return grid if found is None else split_time(found[1], found[0], grid)
 
     refined = []
     for match in matches:

@@ -16,13 +16,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from pathlib import Path
 
 import numpy as np
 
 from pipeline.decode import pick_frames
 from pipeline.records import Match, Segment
-from pipeline.refine import read_windows
+from pipeline.refine import MAX_READ_FRAMES, Frames, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,6 @@ MAX_SHIFT_S = 0.5  # a shift further than this is not a rounding of the grid
 MAX_SIGNAL_S = 30.0  # the first this many seconds of a segment are enough to find its shift
 MIN_SIGNAL_S = 2.0  # shorter segments keep their span
 MIN_CORR = 0.7  # the best shift's correlation must reach this (below 0.6 shifts did harm)
-MAX_FRAMES = 8000  # native frames reread per window at most (bounds memory: 32x32 thumbnails)
 
 
 def motion(times: np.ndarray, thumbs: np.ndarray, at: np.ndarray, lag: float) -> np.ndarray:
@@ -83,35 +81,33 @@ def _reference_window(s: Segment) -> tuple[float, float]:
     return max(0.0, s.reference_start - MAX_SHIFT_S), r1 + MAX_SHIFT_S + LAG_S * s.speed
 
 
-def _thumbs(path: str | Path, windows: list[tuple[float, float]], backend: str) -> dict:
-    read = read_windows(path, sorted(set(windows)), backend, MAX_FRAMES)
-    return {w: (times, thumbs.astype(np.float32)) for w, (times, thumbs) in read.items()}
+def sync_windows(matches: list[Match], fps: float, max_matches: int) -> list[tuple[float, float]]:
+    """Query windows that hold every window sync_matches will need, whether or not boundary
+    refinement moves the segments' ends first (it moves them at most half a step)."""
+    half = 0.5 / fps
+    return [
+        (s.query_start - half, min(s.query_end, s.query_start + MAX_SIGNAL_S) + half)
+        for m in matches[:max_matches]
+        for s in m.segments
+    ]
 
 
 def sync_matches(
     matches: list[Match],
-    query_path: str | Path,
+    query: Frames,
     reference_durations: dict[str, float],
     backend: str,
     max_matches: int,
 ) -> list[Match]:
-    """``matches`` with each segment's reference span shifted onto the query's motion; only
-    the first ``max_matches`` matches are synced (each rereads its reference file), the
-    rest keep their spans."""
+    """``matches`` with each segment's reference span shifted onto the query's motion.
+    ``query`` holds the query's frames in ``sync_windows``; only the first ``max_matches``
+    matches are synced (each rereads its reference file), the rest keep their spans."""
     matches, unsynced = matches[:max_matches], matches[max_matches:]
-    try:
-        query = _thumbs(
-            query_path, [_query_window(s) for m in matches for s in m.segments], backend
-        )
-    except Exception as exc:  # optional stage: keep the spans
-        log.warning("reference sync skipped for %s: %s", query_path, exc)
-        return matches + unsynced
     synced = []
     for match in matches:
         try:
-            reference = _thumbs(
-                match.reference_path, [_reference_window(s) for s in match.segments], backend
-            )
+            windows = [_reference_window(s) for s in match.segments]
+            reference = read_frames(match.reference_path, windows, backend)
         except Exception as exc:  # a reference file this process cannot read
             log.warning("reference sync skipped for %s: %s", match.reference_path, exc)
             synced.append(match)
@@ -119,7 +115,8 @@ def sync_matches(
         segments = []
         limit = reference_durations.get(match.reference_id, math.inf)
         for s in match.segments:
-            q, r = query.get(_query_window(s)), reference.get(_reference_window(s))
+            q = query.between(_query_window(s), MAX_READ_FRAMES)
+            r = reference.between(_reference_window(s), MAX_READ_FRAMES)
             shift, corr = best_shift(q, r, s) if q is not None and r is not None else (0.0, 0.0)
             if corr < MIN_CORR:
                 shift = 0.0

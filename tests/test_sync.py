@@ -11,6 +11,7 @@ import pytest
 from benchmarks.edits import Part, compose
 from pipeline.detector import CopyDetector
 from pipeline.records import Match, Segment
+from pipeline.refine import read_frames
 from pipeline.sync import best_shift, sync_matches
 from tests.helpers import cfr_times, write_timed_clip
 
@@ -61,7 +62,8 @@ def test_reference_span_lands_within_a_frame(config, detector, clips, photos, tm
 
 
 def test_unreadable_reference_or_cap_keeps_spans(tmp_path, caplog):
-    query = write_timed_clip(tmp_path / "q.mp4", cfr_times(6.0, 30))
+    clip = write_timed_clip(tmp_path / "q.mp4", cfr_times(6.0, 30))
+    query = read_frames(clip, [(1.0, 5.0)], "decord")
     segment = Segment(1.0, 5.0, 1.0, 5.0, 0.9)
     gone = Match("gone", str(tmp_path / "missing.mp4"), 0.9, [segment])
     assert sync_matches([gone], query, {}, "decord", max_matches=0) == [gone]
