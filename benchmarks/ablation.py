@@ -47,7 +47,7 @@ PLAIN = {
     "whiten": {"enabled": False},
     "views": {"enabled": False},
     "search": {"video_candidates": 0},
-    "align": {"refine_boundaries": False, "sync_reference": False},
+    "align": {"refine_boundaries": False, "sync_reference": False, "unit_speed_margin": -1.0},
 }
 ONE_FPS = {"decode": {"fps": 1.0}, "align": {"max_step": 3, "min_length": 2}}
 PLAIN_1FPS = {**PLAIN, **ONE_FPS, "align": {**PLAIN["align"], **ONE_FPS["align"]}}
@@ -62,6 +62,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "flip": ("flipped query view on", {"views": {"flip": True}}),
     "no_borders": ("black-border cropping off", {"suppress": {"crop_borders": False}}),
     "no_blank": ("blank-frame weights off", {"suppress": {"blank_frames": False}}),
+    "no_unit_speed": (
+        "reference spans at the path's fitted speed, even where the footage cannot tell",
+        {"align": {"unit_speed_margin": -1.0}},
+    ),
     "no_refine": (
         "query ends left on the sampling grid",
         {"align": {"refine_boundaries": False}},

@@ -71,9 +71,13 @@ class TemporalNetwork:
             box = FrameBox(q0, q1, r0, r1, float(weights[path].mean()), len(path))
             if not _acceptable(box, boxes, cfg):
                 continue
-            if cfg.span_fit_slack > 0:  # rejected paths need no span
+            # Rejected paths need no span.
+            span = None
+            if cfg.span_fit_slack > 0:
                 span = fit_reference_span(rows[path], cols[path], cfg.max_speed, cfg.span_fit_slack)
-                box = dataclasses.replace(box, ref_span=span)
+            if cfg.unit_speed_margin >= 0:
+                span = unit_speed_span(sim, box, span, cfg.max_step, cfg.unit_speed_margin)
+            box = dataclasses.replace(box, ref_span=span)
             boxes.append(box)
         return sorted(boxes, key=lambda b: -b.score * b.length)
 
@@ -293,6 +297,57 @@ def fit_reference_span(
     start = float(np.clip(intercept + slope * q[0], first - slack, first + slack))
     end = float(np.clip(intercept + slope * (q[-1] + 1), last - slack, last + slack))
     return start, max(end, start + 1)
+
+
+def _line_similarity(
+    sim: np.ndarray, q0: int, q1: int, slope: float, starts: np.ndarray
+) -> np.ndarray:
+    """Mean similarity of query frames ``q0..q1`` along the lines that map query position
+    ``q0`` to each of ``starts`` (fractional reference positions) at ``slope``; a frame's
+    similarity is interpolated between the two reference frames around where its centre lands."""
+    q = np.arange(q0, q1 + 1)
+    centres = starts[:, None] + slope * (q - q0 + 0.5)[None, :] - 0.5  # in reference frames
+    centres = np.clip(centres, 0, sim.shape[1] - 1)
+    lo = np.floor(centres).astype(np.int64)
+    hi = np.minimum(lo + 1, sim.shape[1] - 1)
+    frac = centres - lo
+    return ((1 - frac) * sim[q, lo] + frac * sim[q, hi]).mean(axis=1)
+
+
+def unit_speed_span(
+    sim: np.ndarray,
+    box: FrameBox,
+    span: tuple[float, float] | None,
+    max_step: int,
+    margin: float,
+) -> tuple[float, float] | None:
+    """The reference span at the original playback speed when the similarity cannot tell it
+    from the path's own speed.
+
+    In near-static footage every reference frame of a shot matches a query frame about as well,
+    so a path can idle or hurry and its speed means little: such paths reported a reference
+    span half as long as the query's. A copy plays at the original speed unless edited, so the
+    best unit-speed line (its offset searched within ``max_step`` frames of the span's centre)
+    replaces the span when its mean similarity is within ``margin`` of the best line at the
+    span's own speed. Where the content moves, the wrong speed loses similarity quickly and the
+    fitted speed stands. Spans that do not fit in the reference at unit speed are kept.
+    """
+    start, end = span if span is not None else (float(box.r0), float(box.r1 + 1))
+    frames = box.q1 - box.q0 + 1
+    slope = (end - start) / frames
+    if abs(slope - 1) < 1e-3 or frames > sim.shape[1]:
+        return span
+    offsets = np.arange(-max_step, max_step + 0.125, 0.25)
+    fitted = _line_similarity(sim, box.q0, box.q1, slope, start + offsets).max()
+    unit_starts = (start + end) / 2 - frames / 2 + offsets
+    unit_starts = unit_starts[(unit_starts >= 0) & (unit_starts + frames <= sim.shape[1])]
+    if len(unit_starts) == 0:
+        return span
+    scores = _line_similarity(sim, box.q0, box.q1, 1.0, unit_starts)
+    if scores.max() < fitted - margin:
+        return span
+    best = float(unit_starts[int(np.argmax(scores))])
+    return best, best + frames
 
 
 def _grid_time(starts: np.ndarray, ends: np.ndarray, position: float) -> float:

@@ -146,6 +146,9 @@ class AlignConfig:
     max_speed: float
     skew_penalty: float
     span_fit_slack: float
+    # A span whose unit-speed line is this close (mean similarity) to its fitted line's plays
+    # at the original speed; < 0 turns the check off.
+    unit_speed_margin: float
     refine_boundaries: bool  # move segment ends onto the query's cuts (pipeline/refine.py)
     sync_reference: bool  # shift reference spans onto the query's motion (pipeline/sync.py)
     sync_max_matches: int  # references reread for sync per query, best matches first

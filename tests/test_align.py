@@ -7,7 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.align import FrameBox, TemporalNetwork, boxes_to_segments, fit_reference_span
+from pipeline.align import (
+    FrameBox,
+    TemporalNetwork,
+    boxes_to_segments,
+    fit_reference_span,
+    unit_speed_span,
+)
 
 
 def _noise(nq: int, nr: int, seed: int = 0) -> np.ndarray:
@@ -111,13 +117,45 @@ def test_span_fit_of_an_hour_long_path():
 def test_temporal_network_reports_the_fitted_span(config):
     sim = _plant(_noise(60, 80), 10, 30, 20)
     sim[29, 50] = 0.95  # the last query frame prefers the next reference frame
-    fitted = _only(TemporalNetwork(config.align)(sim))
-    extremes = _only(TemporalNetwork(dataclasses.replace(config.align, span_fit_slack=0))(sim))
+    align = dataclasses.replace(config.align, unit_speed_margin=-1)  # the fit alone
+    fitted = _only(TemporalNetwork(align)(sim))
+    extremes = _only(TemporalNetwork(dataclasses.replace(align, span_fit_slack=0))(sim))
     assert extremes.ref_span is None and extremes.r1 == 50
     assert fitted.ref_span == (30.0, 50.5)
     starts, ends = np.arange(80.0) / 2, np.arange(80.0) / 2 + 0.5
     (segment,) = boxes_to_segments([fitted], starts, ends, starts, ends)
     assert (segment.reference_start, segment.reference_end) == (15.0, 25.25)
+
+
+def _span_frames(box: FrameBox) -> float:
+    return box.ref_span[1] - box.ref_span[0]
+
+
+def test_near_static_reference_is_read_at_the_original_speed(config):
+    """A near-static reference matches every query frame of a shot about equally well, so the
+    path may idle at half speed; the unit-speed line is as similar and wins."""
+    rng = np.random.default_rng(1)
+    sim = _noise(60, 80)
+    sim[10:30, 20:60] = 0.6 + rng.uniform(-0.005, 0.005, size=(20, 40))
+    sim = _plant(sim, 10, 30, 20, speed=0.5, level=0.61)  # the path idles here
+    off = TemporalNetwork(dataclasses.replace(config.align, unit_speed_margin=-1))
+    assert _span_frames(_only(off(sim))) < 14
+    box = _only(TemporalNetwork(config.align)(sim))
+    assert _span_frames(box) == pytest.approx(20)
+    assert box.ref_span[0] >= 20 and box.ref_span[1] <= 60
+
+
+@pytest.mark.parametrize("speed", [0.5, 1.5, 2.0])
+def test_moving_copies_keep_their_speed(tn, speed):
+    """Where the content moves, a unit-speed line loses similarity: the fitted speed stands."""
+    box = _only(tn(_plant(_noise(60, 120), 5, 20, 24, speed=speed)))
+    assert abs(_span_frames(box) - 24 * speed) <= 1
+
+
+def test_unit_speed_span_keeps_a_span_longer_than_the_reference():
+    sim = np.full((40, 10), 0.6, np.float32)
+    box = FrameBox(0, 29, 0, 9, 0.6, 30)
+    assert unit_speed_span(sim, box, (0.0, 10.0), 6, 0.01) == (0.0, 10.0)
 
 
 def test_static_shot_is_not_a_copy(tn):
