@@ -335,7 +335,7 @@ def unit_speed_span(
     start, end = span if span is not None else (float(box.r0), float(box.r1 + 1))
     frames = box.q1 - box.q0 + 1
     slope = (end - start) / frames
-    if abs(slope - 1) < 1e-3 or frames > sim.shape[1]:
+    if abs(slope - 1) < 1e-3:
         return span
     offsets = np.arange(-max_step, max_step + 0.125, 0.25)
     fitted = _line_similarity(sim, box.q0, box.q1, slope, start + offsets).max()
