@@ -85,11 +85,8 @@ def sync_windows(matches: list[Match], fps: float, max_matches: int) -> list[tup
     """Query windows that hold every window sync_matches will need, whether or not boundary
     refinement moves the segments' ends first (it moves them at most half a step)."""
     half = 0.5 / fps
-    return [
-        (s.query_start - half, min(s.query_end, s.query_start + MAX_SIGNAL_S) + half)
-        for m in matches[:max_matches]
-        for s in m.segments
-    ]
+    windows = [_query_window(s) for m in matches[:max_matches] for s in m.segments]
+    return [(q0 - half, q1 + half) for q0, q1 in windows]
 
 
 def sync_matches(
