@@ -69,7 +69,8 @@ class OnnxTorchModule:
                     values[outputs[0]] = _OPS[op](attrs, *args)
                 else:
                     running.append((op, inputs, outputs, attrs))
-        self.constants = values
+        # Constant nodes make their tensors on the CPU; everything the graph reads lives on device.
+        self.constants = {name: value.to(self.device) for name, value in values.items()}
         self.nodes = _fuse_fake_quant(running, values)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

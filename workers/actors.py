@@ -1,15 +1,17 @@
 """Ray actors wrapping the pipeline stages. ``pipeline/`` stays Ray-free; this is the edge.
 
-Stages: decode -> embed (frames batched across videos) -> align (query) or index writer (a
-single writer for ingest). Input failures (``PermanentError``) are returned as values, never
-raised, so Ray does not retry them; an actor process that dies is restarted by Ray
-(``max_restarts``) and its task retried (``max_task_retries``), after which the driver records
-the item as failed. Every method is idempotent: Ray may run a task again after a crash.
+Stages: decode (and frame preparation) -> embed (frames batched across videos) -> align
+(query) or index writer (a single writer for ingest). Input failures (``PermanentError``) are
+returned as values, never raised, so Ray does not retry them; an actor process that dies is
+restarted by Ray (``max_restarts``) and its task retried (``max_task_retries``), after which the
+driver records the item as failed. Every method is idempotent: Ray may run a task again after
+a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -43,15 +45,31 @@ class DecodeActor:
     def pid(self) -> int:
         return _ping()
 
-    def decode(self, item: str, path: str):
+    def decode(self, item: str, path: str, views: bool = True):
+        """Sample the video and prepare its frames for the embedder.
+
+        Border cropping, evidence weights and region proposals are CPU work: they run here,
+        where videos are decoded in parallel, so the one embed actor (often on a GPU) does
+        nothing but run the model.
+        """
         from pipeline.decode import decode_video
+        from pipeline.detector import prepare_frames
 
         try:
             started = time.perf_counter()
             sampled = decode_video(path, self.config.decode)
-            return {"sampled": sampled, "decode_s": time.perf_counter() - started}
+            decode_s = time.perf_counter() - started
         except (PermanentError, OSError) as exc:
             return Failed(item, str(exc))
+        started = time.perf_counter()
+        prepared = prepare_frames(sampled, self.config, views)
+        # Ship one copy of the pixels: the embed actor reads only the prepared (cropped) ones.
+        prepared.sampled = dataclasses.replace(sampled, frames=prepared.frames)
+        return {
+            "prepared": prepared,
+            "decode_s": decode_s,
+            "prepare_s": time.perf_counter() - started,
+        }
 
 
 class EmbedActor:
@@ -74,21 +92,23 @@ class EmbedActor:
         return self.embedder.model_id
 
     async def describe(self, decoded: Any, item: str, video_id: str, path: str, views: bool = True):
-        from pipeline.detector import build_features, prepare_frames, preprocess_id
+        from pipeline.detector import build_features, preprocess_id
         from pipeline.keyframes import select_keyframes
 
         if isinstance(decoded, Failed):
             return decoded
         started = time.perf_counter()
-        sampled = decoded["sampled"]
-        prepared = prepare_frames(sampled, self.config, views)
+        prepared = decoded["prepared"]
+        sampled = prepared.sampled
         embeddings = await self._embed(prepared.frames)
         keys = select_keyframes(embeddings, sampled.starts, sampled.ends, self.config.keyframes)
         view_embeddings = {
             name: (rows, await self._embed(pixels))
             for name, (rows, pixels) in prepared.view_batches(keys).items()
         }
-        timings = {"decode": decoded["decode_s"], "embed": time.perf_counter() - started}
+        # "embed" covers preparation too, as in the single-process path's timings.
+        embed_s = decoded["prepare_s"] + time.perf_counter() - started
+        timings = {"decode": decoded["decode_s"], "embed": embed_s}
         return build_features(
             prepared, keys, embeddings, view_embeddings, video_id, self.embedder.model_id,
             self.config.decode.fps, timings, preprocess_id(self.config),

@@ -116,7 +116,7 @@ class Stages:
 
     def describe(self, item: Item, views: bool = True):
         self.turn += 1
-        decoded = self._next(self.decoders).decode.remote(item.key, item.path)
+        decoded = self._next(self.decoders).decode.remote(item.key, item.path, views)
         return self._next(self.embedders).describe.remote(
             decoded, item.key, item.video_id, item.path, views
         )
