@@ -42,6 +42,8 @@ def ray_config(config: Config, cpus: int, gpu: bool = False) -> Config:
         embedder_cpus=0.9 * share,
         aligner_cpus=0.2 * share / max(1, decoders // 2),
         embedder_gpus=1.0 if gpu else 0.0,
+        # Enough videos in flight to keep every decoder busy (the default, 6, suits 2 CPUs).
+        max_in_flight=max(config.ray.max_in_flight, 3 * decoders),
     )
     return dataclasses.replace(
         config, ray=ray, embed=dataclasses.replace(config.embed, threads=cpus)
