@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--ray-cpus", default="1,2", help="comma-separated CPU counts for Ray")
+    parser.add_argument("--config", help="copyspan config merged over the defaults")
     parser.add_argument(
         "--gpu", action="store_true", help="embed on the GPU (embed.runtime torch); own section"
     )
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     data = REPO / "data" / f"bench-seed{args.seed}"
     if not (data / "dataset.json").exists():
         build(args.seed, data)
-    config = load_config()
+    config = load_config(args.config)
     if args.gpu:
         config = dataclasses.replace(
             config, embed=dataclasses.replace(config.embed, runtime="torch")
@@ -120,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     tag = "throughput-gpu" if args.gpu else "throughput"
+    tag += f" {Path(args.config).stem}" if args.config else ""
     command = f"python -m benchmarks.throughput --seed {args.seed}"
     command += f" --ray-cpus {args.ray_cpus}" if args.ray_cpus != "1,2" else ""
+    command += f" --config {args.config}" if args.config else ""
     command += " --gpu" if args.gpu else ""
     lines = [
         f"<!-- bench:{tag} -->",
