@@ -22,12 +22,18 @@ def border_box(
     than ``dark``). Never crops to less than ``min_keep`` of either side."""
     if len(frames) == 0:
         return 0, frames.shape[1], 0, frames.shape[2]
-    luma = frames.mean(axis=3) if frames.ndim == 4 else frames  # [N, H, W]
-    rows = luma.mean(axis=2).max(axis=0)  # brightest appearance of each row
-    cols = luma.mean(axis=1).max(axis=0)
+    height, width = frames.shape[1:3]
+    if frames.ndim == 4 and frames.dtype == np.uint8:  # r + g + b in integers: exact and fast
+        luma = frames[..., 0].astype(np.int32)
+        luma += frames[..., 1]
+        luma += frames[..., 2]
+        scale = 3.0
+    else:
+        luma, scale = (frames.mean(axis=3) if frames.ndim == 4 else frames), 1.0  # [N, H, W]
+    rows = (luma.sum(axis=2) / (scale * width)).max(axis=0)  # brightest appearance of each row
+    cols = (luma.sum(axis=1) / (scale * height)).max(axis=0)
     top, bottom = _span(rows > dark)
     left, right = _span(cols > dark)
-    height, width = frames.shape[1:3]
     if bottom - top < min_keep * height:
         top, bottom = 0, height
     if right - left < min_keep * width:
@@ -69,5 +75,11 @@ def frame_weights(frames: np.ndarray, min_std: float = 6.0) -> np.ndarray:
     """[N] weights in {0, 1}: 0 for blank or near-uniform frames (grey-level std < min_std)."""
     if len(frames) == 0:
         return np.zeros(0, np.float32)
-    std = frames.reshape(len(frames), -1).std(axis=1)
+    flat = frames.reshape(len(frames), -1)
+    if flat.dtype == np.uint8:  # moments from integer sums: a float64 copy of the video costs more
+        mean = flat.sum(axis=1, dtype=np.int64) / flat.shape[1]
+        mean_square = np.square(flat, dtype=np.uint16).sum(axis=1, dtype=np.int64) / flat.shape[1]
+        std = np.sqrt(np.maximum(mean_square - mean**2, 0.0))
+    else:
+        std = flat.std(axis=1)
     return (std >= min_std).astype(np.float32)

@@ -14,6 +14,7 @@ Views are query-side only: references are indexed as they are.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,7 +54,10 @@ def _lines(
     pixels)."""
     found: list[_Line] = []
     last = activity.shape[1] - 1
-    for pos in range(persist.shape[1]):
+    # A run of min_len with gaps of at most 2 holds at least a third of min_len marks: columns
+    # with fewer cannot have one (most columns of ordinary footage), so skip them unexamined.
+    candidates = np.flatnonzero(persist.sum(axis=0) >= -(-min_len // 3))
+    for pos in candidates.tolist():
         before = activity[:, max(0, pos - 2)]
         after = activity[:, min(last, pos + 3)]
         moving = np.maximum(before, after) >= min_activity / 2
@@ -108,6 +112,9 @@ def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Re
     h_lines = _lines(horz.T, int(config.min_side * w), activity.T, config.activity)[:12]
     xs = sorted({0, w, *(line.at for line in v_lines)})
     ys = sorted({0, h, *(line.at for line in h_lines)})
+    # Each side recurs in many rectangles: measure it once.
+    v_cover = functools.cache(lambda at, lo, hi: _coverage(v_lines, at, lo, hi, w))
+    h_cover = functools.cache(lambda at, lo, hi: _coverage(h_lines, at, lo, hi, h))
     for i, x0 in enumerate(xs):
         for x1 in xs[i + 1 :]:
             for j, y0 in enumerate(ys):
@@ -116,8 +123,8 @@ def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Re
                     if not config.min_area <= area <= config.max_area:
                         continue
                     sides = [
-                        _coverage(v_lines, x0, y0, y1, w), _coverage(v_lines, x1, y0, y1, w),
-                        _coverage(h_lines, y0, x0, x1, h), _coverage(h_lines, y1, x0, x1, h),
+                        v_cover(x0, y0, y1), v_cover(x1, y0, y1),
+                        h_cover(y0, x0, x1), h_cover(y1, x0, x1),
                     ]  # fmt: skip
                     inner = (x0 > 0) + (x1 < w) + (y0 > 0) + (y1 < h)
                     # A split: one line across the whole picture (a stack). A box: three or
@@ -199,16 +206,22 @@ def thumbnails(frames: np.ndarray) -> np.ndarray:
     n, h, w, _ = frames.shape
     rows = np.linspace(0, h, THUMB[0] + 1).astype(int)
     cols = np.linspace(0, w, THUMB[1] + 1).astype(int)
-    gray = frames.astype(np.float32).mean(axis=3)
-    # Block sums via cumulative sums: exact area averages for any frame size.
-    table = np.zeros((n, h + 1, w + 1), np.float32)
-    table[:, 1:, 1:] = gray.cumsum(1).cumsum(2)
-    sums = (
-        table[:, rows[1:]][:, :, cols[1:]]
-        - table[:, rows[:-1]][:, :, cols[1:]]
-        - table[:, rows[1:]][:, :, cols[:-1]]
-        + table[:, rows[:-1]][:, :, cols[:-1]]
-    ).reshape(n, -1)
+    if h >= THUMB[0] and w >= THUMB[1]:
+        # Exact block sums of r + g + b in integers (every block holds a pixel at these sizes).
+        gray = frames[..., 0].astype(np.int32)
+        gray += frames[..., 1]
+        gray += frames[..., 2]
+        blocks = np.add.reduceat(np.add.reduceat(gray, rows[:-1], axis=1), cols[:-1], axis=2)
+        sums = blocks.reshape(n, -1).astype(np.float32) / 3
+    else:  # a sliver of a picture: some blocks are empty, which reduceat cannot express
+        table = np.zeros((n, h + 1, w + 1), np.float32)
+        table[:, 1:, 1:] = frames.astype(np.float32).mean(axis=3).cumsum(1).cumsum(2)
+        sums = (
+            table[:, rows[1:]][:, :, cols[1:]]
+            - table[:, rows[:-1]][:, :, cols[1:]]
+            - table[:, rows[1:]][:, :, cols[:-1]]
+            + table[:, rows[:-1]][:, :, cols[:-1]]
+        ).reshape(n, -1)
     sums -= sums.mean(axis=1, keepdims=True)
     return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-6)
 
