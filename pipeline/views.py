@@ -206,14 +206,14 @@ def thumbnails(frames: np.ndarray) -> np.ndarray:
     n, h, w, _ = frames.shape
     rows = np.linspace(0, h, THUMB[0] + 1).astype(int)
     cols = np.linspace(0, w, THUMB[1] + 1).astype(int)
-    if h >= THUMB[0] and w >= THUMB[1]:
+    if frames.dtype == np.uint8 and h >= THUMB[0] and w >= THUMB[1]:
         # Exact block sums of r + g + b in integers (every block holds a pixel at these sizes).
         gray = frames[..., 0].astype(np.int32)
         gray += frames[..., 1]
         gray += frames[..., 2]
         blocks = np.add.reduceat(np.add.reduceat(gray, rows[:-1], axis=1), cols[:-1], axis=2)
         sums = blocks.reshape(n, -1).astype(np.float32) / 3
-    else:  # a sliver of a picture: some blocks are empty, which reduceat cannot express
+    else:  # a sliver of a picture (empty blocks, which reduceat cannot express) or float pixels
         table = np.zeros((n, h + 1, w + 1), np.float32)
         table[:, 1:, 1:] = frames.astype(np.float32).mean(axis=3).cumsum(1).cumsum(2)
         sums = (
