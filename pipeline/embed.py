@@ -101,13 +101,19 @@ class TorchOnnxEmbedder:
         )
 
 
+def nvidia_driver_present() -> bool:
+    """Whether this machine has an NVIDIA driver loaded (a cheap check: importing torch to ask
+    costs about a second on every start of a CPU-only machine)."""
+    return Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def resolve_runtime(runtime: str) -> str:
     """``auto``: onnxruntime, unless only torch can reach a CUDA GPU here."""
     if runtime != "auto":
         return runtime
     import onnxruntime as ort
 
-    if "CUDAExecutionProvider" in ort.get_available_providers():
+    if "CUDAExecutionProvider" in ort.get_available_providers() or not nvidia_driver_present():
         return "onnxruntime"
     try:
         import torch

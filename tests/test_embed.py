@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -119,6 +121,18 @@ def test_runtime_choice(config):
     ort_gpu = "CUDAExecutionProvider" in ort.get_available_providers()
     expected = "torch" if torch.cuda.is_available() and not ort_gpu else "onnxruntime"
     assert resolve_runtime("auto") == expected
+
+
+def test_auto_runtime_leaves_torch_unloaded_without_a_gpu_driver():
+    """On a CPU machine choosing the runtime must not import torch (a second per start)."""
+    from pipeline.embed import nvidia_driver_present
+
+    if nvidia_driver_present():
+        pytest.skip("this machine has an NVIDIA driver")
+    probe = "import sys; from pipeline.embed import resolve_runtime; "
+    probe += "print(resolve_runtime('auto'), 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["onnxruntime", "False"]
 
 
 def test_torch_runtime_refuses_unknown_operators(tmp_path):
