@@ -190,6 +190,10 @@ def machine() -> str:
 
 
 def _gpu() -> str:
+    from pipeline.embed import nvidia_driver_present
+
+    if not nvidia_driver_present():
+        return "no GPU"
     try:
         import torch
     except ImportError:

@@ -33,14 +33,15 @@ def ray_config(config: Config, cpus: int, gpu: bool = False) -> Config:
     """
     share = cpus / 2
     decoders = max(1, cpus // 2)
+    aligners = max(1, decoders // 2)
     ray = dataclasses.replace(
         config.ray,
         num_cpus=cpus,
         decoders=decoders,
-        aligners=max(1, decoders // 2),
+        aligners=aligners,
         decoder_cpus=0.4 * share / decoders,
         embedder_cpus=0.9 * share,
-        aligner_cpus=0.2 * share / max(1, decoders // 2),
+        aligner_cpus=0.2 * share / aligners,
         embedder_gpus=1.0 if gpu else 0.0,
         # Enough videos in flight to keep every decoder busy (the default, 6, suits 2 CPUs).
         max_in_flight=max(config.ray.max_in_flight, 3 * decoders),
