@@ -71,7 +71,7 @@ class OnnxTorchModule:
                     running.append((op, inputs, outputs, attrs))
         # Constant nodes make their tensors on the CPU; everything the graph reads lives on device.
         self.constants = {name: value.to(self.device) for name, value in values.items()}
-        self.nodes = _fuse_fake_quant(running, values)
+        self.nodes = _fuse_quant_dequant(running, values)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         import torch
@@ -87,8 +87,8 @@ class OnnxTorchModule:
             return values[self.output_name].float().cpu().numpy()
 
 
-def _fuse_fake_quant(nodes: list, constants: dict) -> list:
-    """Quantize then dequantize with one per-tensor scale, as one fake-quant kernel.
+def _fuse_quant_dequant(nodes: list, constants: dict) -> list:
+    """Quantize then dequantize with one per-tensor scale, as one kernel (torch's fake_quantize).
 
     Every activation in the int8 export goes through such a pair; fusing them saves two
     full-tensor passes each on the GPU and gives the same values (same rounding, same clamp).
@@ -109,13 +109,13 @@ def _fuse_fake_quant(nodes: list, constants: dict) -> list:
             continue
         low, high = _quant_range(zero_point)
         attrs = {"scale": float(scale), "zero_point": int(zero_point), "low": low, "high": high}
-        fused[i] = ("FakeQuant", inputs[:1], outputs, attrs)
+        fused[i] = ("QuantDequant", inputs[:1], outputs, attrs)
         for j in users:
             fused[j] = ("Identity", [outputs[0]], nodes[j][2], {})
     return fused
 
 
-def _fake_quant(attrs, x):
+def _quant_dequant(attrs, x):
     import torch
 
     return torch.fake_quantize_per_tensor_affine(
@@ -250,7 +250,7 @@ _OPS: dict[str, Callable] = {
     "Cast": _cast,
     "Transpose": lambda attrs, x: x.permute(*attrs["perm"]),
     "QuantizeLinear": _quantize,
-    "FakeQuant": _fake_quant,
+    "QuantDequant": _quant_dequant,
     "Identity": lambda attrs, x: x,
     "DequantizeLinear": _dequantize,
     "Conv": _conv,

@@ -89,9 +89,9 @@ def _runtimes_agree(clips, config, device: str) -> None:
         got = torch_embedder.embed(frames)
         assert got.shape == reference.shape == (len(frames), 512)
         assert _cosines(got, reference).min() > floor
-    # The fused fake-quant kernels are in use (the int8 export has 71 activation quantisers).
+    # The fused kernels are in use (the int8 export has 71 activation quantisers).
     ops = [node[0] for node in torch_embedder.module.nodes]
-    assert ops.count("FakeQuant") == 71 and "QuantizeLinear" not in ops
+    assert ops.count("QuantDequant") == 71 and "QuantizeLinear" not in ops
 
 
 def test_torch_runtime_gives_onnxruntime_descriptors(clips, config):
