@@ -243,7 +243,6 @@ _OPS: dict[str, Callable] = {
     "Constant": _constant,
     "Add": lambda attrs, a, b: a + b,
     "Sub": lambda attrs, a, b: a - b,
-    "Mul": lambda attrs, a, b: a * b,
     "Div": lambda attrs, a, b: a / b,
     "Pow": lambda attrs, a, b: a**b,
     "Relu": lambda attrs, x: x.clamp_min(0),
