@@ -41,12 +41,17 @@ NATURAL_PAIRS = (("Megamind_bugy", "Megamind"), ("carphone_distorted", "carphone
 
 
 def ffmpeg_exe() -> str:
-    """The system ffmpeg, else the static build shipped in PyPI ``imageio-ffmpeg``."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    import imageio_ffmpeg
+    """The static build in PyPI ``imageio-ffmpeg`` (pinned), else the system ffmpeg.
 
+    The pinned build first: encoders differ between ffmpeg builds, and so would every rendered
+    benchmark video, and with them the benchmark's figures."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        found = shutil.which("ffmpeg")
+        if found:
+            return found
+        raise
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 

@@ -110,7 +110,7 @@ class ViewsConfig:
     flip: bool  # a horizontally flipped view
     regions: bool  # sub-regions bounded by persistent straight edges (picture-in-picture, stacks)
     max_regions: int
-    max_share: float  # region-view pixels, at most this share of the video's frames' pixels
+    max_share: float  # region-view pixels as embedded, at most this share of each window's pixels
     window: int  # sampled frames analysed together (a layout must hold this long)
     cut_corr: float  # consecutive-frame thumbnail correlation below which a shot ends
     activity: float  # grey-level std over a window along a layout line's moving side
@@ -120,11 +120,13 @@ class ViewsConfig:
     min_area: float  # region area, as a share of the frame
     max_area: float
     min_support: float  # share of each region side the detected edges must cover
+    min_short_side: int  # region views smaller than this (pixels) are enlarged to it; 0: never
 
     def validate(self) -> None:
         _check(self.max_regions >= 0 and self.window >= 3, "views.max_regions/window")
         _check(0 < self.persistence <= 1 and 0 < self.min_support <= 1, "views shares in (0, 1]")
         _check(0 < self.min_area <= self.max_area <= 1, "views.min_area/max_area in (0, 1]")
+        _check(self.min_short_side >= 0 and self.max_share > 0, "views.min_short_side/max_share")
 
 
 @dataclass(frozen=True)

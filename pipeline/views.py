@@ -19,6 +19,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from pipeline.config import ViewsConfig
@@ -101,6 +102,7 @@ def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Re
     rects: list[tuple[float, Rect]] = []
     if (h, w) != gray.shape[1:]:
         rects.append((3.0, (0, h, 0, w)))
+        rects += [(1.5, part) for part in _stacked_parts(h, w)]
     if h < 8 or w < 8:
         return []
     vert = (np.abs(np.diff(pic, axis=2)) > config.edge_contrast).mean(0) >= config.persistence
@@ -108,6 +110,9 @@ def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Re
     # A layout line separates moving picture from something else: edges inside a still photo
     # or a static shot persist too, but nothing moves on either side of them.
     activity = pic.std(axis=0)
+    inset = _motion_box(activity, config)
+    if inset is not None:
+        rects.append((config.min_support, inset))
     v_lines = _lines(vert, int(config.min_side * h), activity, config.activity)[:12]
     h_lines = _lines(horz.T, int(config.min_side * w), activity.T, config.activity)[:12]
     xs = sorted({0, w, *(line.at for line in v_lines)})
@@ -151,6 +156,46 @@ def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Re
     return [
         (score, (y0 + top, y1 + top, x0 + left, x1 + left)) for score, (y0, y1, x0, x1) in rects
     ]
+
+
+def _stacked_parts(h: int, w: int) -> list[Rect]:
+    """Both ends of a picture too wide or too tall to be one video (two videos side by side or
+    one above the other, whose divider may show no edge), each cut at 16:9 from its end: the
+    shape most videos have, and a crop of a 4:3 part still matches it."""
+    if w >= 2.5 * h:
+        part = round(h * 16 / 9)
+        return [(0, h, 0, part), (0, h, w - part, w)]
+    if h >= w:
+        part = round(w * 9 / 16)
+        return [(0, part, 0, w), (h - part, h, 0, w)]
+    return []
+
+
+MOTION_STD = 1.0  # grey-level std over a window above which a pixel moves (a still one: 0)
+MOTION_FILL = 0.3  # share of an inset's pixels that move
+STILL_OUTSIDE = 0.01  # share of the pixels around an inset that may move (encoder noise)
+
+
+def _motion_box(activity: np.ndarray, config: ViewsConfig) -> Rect | None:
+    """The box that holds the motion of a picture whose rest is still: picture-in-picture over
+    a photo or a slide, where no layout line has a moving side to be found by. ``activity`` is
+    the per-pixel grey-level std over the window."""
+    active = activity >= MOTION_STD
+    if not active.any():
+        return None
+    ys, xs = np.nonzero(active)
+    y0, y1 = np.quantile(ys, [0.01, 0.99])
+    x0, x1 = np.quantile(xs, [0.01, 0.99])
+    box = (int(y0), int(y1) + 1, int(x0), int(x1) + 1)
+    area = _area(box)
+    total = activity.size
+    if not config.min_area <= area / total <= config.max_area:
+        return None
+    inside = int(active[box[0] : box[1], box[2] : box[3]].sum())
+    outside = int(active.sum()) - inside
+    if inside < MOTION_FILL * area or outside > STILL_OUTSIDE * (total - area):
+        return None
+    return box
 
 
 def _parallel_pairs(
@@ -251,14 +296,24 @@ def region_proposals(frames: np.ndarray, config: ViewsConfig) -> list[tuple[Rect
         return []
     step = 2  # analyse at half resolution
     gray = frames[:, ::step, ::step].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    full = frames.shape[1] * frames.shape[2]
     found: list[tuple[Rect, set[int]]] = []
     for lo, hi in _windows(frames, config):
         window = range(lo, hi)
         ranked = sorted(_window_rects(gray[lo:hi], config), key=lambda r: (-r[0], -_area(r[1])))
+        # Embedding cost grows with pixels (the model takes any frame size): each window may
+        # embed at most ``max_share`` of its frames' pixels again, so a busy layout cannot
+        # multiply the cost of a video. A budget per window, not per video: busy footage
+        # elsewhere (a panned photo draws long persistent edges) cannot starve a real layout.
         kept: list[Rect] = []
+        spent = 0.0
         for _, rect in ranked:
-            if len(kept) < 3 and all(_iou(rect, k) < 0.8 for k in kept):
+            cost = _embedded_area(rect, step, config) / full
+            if len(kept) == 3 or spent + cost > config.max_share:
+                continue
+            if all(_iou(rect, k) < 0.8 for k in kept):
                 kept.append(rect)
+                spent += cost
         for rect in kept:
             for known, rows in found:
                 if _iou(rect, known) >= 0.8:
@@ -267,17 +322,10 @@ def region_proposals(frames: np.ndarray, config: ViewsConfig) -> list[tuple[Rect
             else:
                 found.append((rect, set(window)))
     found.sort(key=lambda item: -len(item[1]))
-    # Embedding cost grows with pixels (the model takes any frame size): a budget in frames'
-    # worth of pixels keeps a busy layout from multiplying the cost of a video.
-    budget = config.max_share * n
-    full = gray.shape[1] * gray.shape[2]
     chosen: list[tuple[Rect, np.ndarray]] = []
-    for rect, rows in found:
-        cost = len(rows) * _area(rect) / full
-        if len(chosen) < config.max_regions and cost <= budget:
-            budget -= cost
-            top, bottom, left, right = (v * step for v in rect)
-            chosen.append(((top, bottom, left, right), np.array(sorted(rows))))
+    for rect, rows in found[: config.max_regions]:
+        top, bottom, left, right = (v * step for v in rect)
+        chosen.append(((top, bottom, left, right), np.array(sorted(rows))))
     return chosen
 
 
@@ -308,5 +356,32 @@ def query_views(frames: np.ndarray, config: ViewsConfig) -> dict[str, View]:
     if config.regions and config.max_regions:
         for (top, bottom, left, right), rows in region_proposals(frames, config):
             name = f"region:{top},{bottom},{left},{right}"
-            views[name] = (rows, lambda f, t=top, b=bottom, lf=left, r=right: f[:, t:b, lf:r])
+            views[name] = (rows, functools.partial(_region, (top, bottom, left, right), config))
     return views
+
+
+def _view_size(height: int, width: int, config: ViewsConfig) -> tuple[int, int]:
+    """(height, width) a region view is embedded at: enlarged so its shorter side has at least
+    ``config.min_short_side`` pixels, since a small inset is otherwise described at a scale the
+    model never sees its references at."""
+    short = min(height, width)
+    if not config.min_short_side or short >= config.min_short_side:
+        return height, width
+    scale = config.min_short_side / short
+    return round(height * scale), round(width * scale)
+
+
+def _embedded_area(rect: Rect, step: int, config: ViewsConfig) -> int:
+    """Pixels embedded for ``rect`` (in pixels of a ``step``-times smaller analysis image)."""
+    height, width = _view_size((rect[1] - rect[0]) * step, (rect[3] - rect[2]) * step, config)
+    return height * width
+
+
+def _region(rect: Rect, config: ViewsConfig, frames: np.ndarray) -> np.ndarray:
+    """The pixels of ``rect`` in ``frames``, at the view's size."""
+    top, bottom, left, right = rect
+    crop = frames[:, top:bottom, left:right]
+    height, width = _view_size(bottom - top, right - left, config)
+    if (height, width) == crop.shape[1:3] or len(crop) == 0:
+        return crop
+    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in crop])

@@ -39,6 +39,13 @@ def layouts(tmp_path_factory, clips, photos):
         graph="[main]scale=-2:360,setsar=1[a];[x1]scale=-2:360,setsar=1[b];[a][b]hstack[edited]",
     )  # fmt: skip
     compose([Part(photos["astronaut"], 3.0, photo=True), stack], root / "stack.mp4")
+    # A swaying tree over a still photo: nothing moves along the inset's sides, so no layout
+    # line can be found; only the motion inside it shows where it is.
+    still = Part(
+        clips["tree"], 6.0, start=2.0,
+        graph=_pip_graph(0.45, 0.1, 0.4), extras=(Extra(photos["brick"], photo=True),),
+    )  # fmt: skip
+    compose([still], root / "still_pip.mp4")
     return root
 
 
@@ -72,6 +79,44 @@ def test_both_halves_of_a_stack_are_proposed(layouts, config):
     assert lefts and rights, rects
 
 
+def test_picture_in_picture_over_a_still_photo_is_proposed(layouts, config):
+    """The box that holds the motion, which is the inset or most of it (parts of the tree that
+    never move are left out: a crop of the copy, which SSCD matches)."""
+    from pipeline.views import _iou
+
+    _, frames = _frames(layouts / "still_pip.mp4", config)
+    h, w = frames.shape[1:3]
+    truth = (round(0.4 * h), round(0.85 * h), round(0.1 * w), round(0.55 * w))
+    rects = [rect for rect, _ in region_proposals(frames, config.views)]
+    assert any(_iou(rect, truth) >= 0.7 for rect in rects), f"none near {truth}: {rects}"
+
+
+def test_a_picture_shaped_like_two_videos_is_cut_into_both(config):
+    """Two videos stacked inside black borders whose divider shows no edge: both ends of the
+    picture, at 16:9, are proposed; one video's shape is not cut."""
+    from pipeline.views import _stacked_parts
+
+    assert _stacked_parts(112, 63) == [(0, 35, 0, 63), (77, 112, 0, 63)]  # one above the other
+    assert _stacked_parts(50, 178) == [(0, 50, 0, 89), (0, 50, 89, 178)]  # side by side
+    assert _stacked_parts(112, 199) == []  # 16:9
+    assert _stacked_parts(84, 199) == []  # 2.39:1
+
+
+def test_small_region_views_are_enlarged_to_the_models_scale(config):
+    import dataclasses
+
+    from pipeline.views import _region
+
+    frames = np.random.default_rng(0).integers(0, 255, (2, 224, 398, 3), dtype=np.uint8)
+    views = dataclasses.replace(config.views, min_short_side=160)
+    small = _region((10, 90, 20, 140), views, frames)  # 80 x 120
+    assert small.shape == (2, 160, 240, 3)
+    large = _region((0, 200, 0, 300), views, frames)
+    np.testing.assert_array_equal(large, frames[:, :200, :300])
+    off = _region((10, 90, 20, 140), dataclasses.replace(views, min_short_side=0), frames)
+    np.testing.assert_array_equal(off, frames[:, 10:90, 20:140])
+
+
 @pytest.mark.parametrize("name", ["bikes", "vtest"])
 def test_plain_camera_footage_gets_no_region_views(clips, config, name):
     _, frames = _frames(clips[name], config)
@@ -81,11 +126,13 @@ def test_plain_camera_footage_gets_no_region_views(clips, config, name):
 @pytest.mark.parametrize("name", ["tree", "Megamind", "cup", "box"])
 def test_region_views_of_plain_footage_stay_within_budget(clips, config, name):
     """Scenes with straight edges (windows, doors) can look like a layout; what that costs is
-    bounded by views.max_share of the video's pixels."""
+    bounded by views.max_share of the video's pixels, counted as embedded (enlarged)."""
+    from pipeline.views import _view_size
+
     _, frames = _frames(clips[name], config)
     area = frames.shape[1] * frames.shape[2]
     cost = sum(
-        len(rows) * (r[1] - r[0]) * (r[3] - r[2]) / area
+        len(rows) * np.prod(_view_size(r[1] - r[0], r[3] - r[2], config.views)) / area
         for r, rows in region_proposals(frames, config.views)
     )
     assert cost <= config.views.max_share * len(frames)
