@@ -6,7 +6,11 @@ layouts have one thing in common that ordinary footage lacks: long, straight, ax
 that stay in the same place for seconds while the picture beside them moves.
 ``region_proposals`` finds such edges shot by shot and proposes the rectangles they bound; each
 proposal is embedded for the frames it was found in, and alignment takes the best view per
-frame pair (``CopyDetector.align_pair``). A horizontally flipped view is available too
+frame pair (``CopyDetector.align_pair``). Two layouts show no such edge and are proposed by
+their shape instead: a picture-in-picture over a still photo (the box that holds all the
+motion) and two videos stacked inside black borders with no visible divider (both ends of a
+picture too wide or too tall for one video). Small regions are enlarged before embedding, to the
+scale the model describes references at. A horizontally flipped view is available too
 (``views.flip``, off by default: SSCD matches flipped copies well already, see RESULTS.md).
 
 Views are query-side only: references are indexed as they are.
@@ -111,7 +115,7 @@ def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Re
     # or a static shot persist too, but nothing moves on either side of them.
     activity = pic.std(axis=0)
     inset = _motion_box(activity, config)
-    if inset is not None:
+    if inset is not None:  # ranked with the weakest line evidence: it rests on no line
         rects.append((config.min_support, inset))
     v_lines = _lines(vert, int(config.min_side * h), activity, config.activity)[:12]
     h_lines = _lines(horz.T, int(config.min_side * w), activity.T, config.activity)[:12]
@@ -308,10 +312,10 @@ def region_proposals(frames: np.ndarray, config: ViewsConfig) -> list[tuple[Rect
         kept: list[Rect] = []
         spent = 0.0
         for _, rect in ranked:
+            if len(kept) == 3:
+                break
             cost = _embedded_area(rect, step, config) / full
-            if len(kept) == 3 or spent + cost > config.max_share:
-                continue
-            if all(_iou(rect, k) < 0.8 for k in kept):
+            if spent + cost <= config.max_share and all(_iou(rect, k) < 0.8 for k in kept):
                 kept.append(rect)
                 spent += cost
         for rect in kept:
