@@ -172,10 +172,25 @@ class AlignConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    kind: str
+    kind: str  # auto | flat | ivfpq (pipeline/index/structure.py)
+    memory_gb: float  # what the frame search structures may hold in RAM, all segments together
+    flat_max_vectors: int  # auto: exact search up to this many frame descriptors
+    min_train_vectors: int  # fewer descriptors than this stay exact whatever the kind
+    train_max_vectors: int  # descriptors sampled to train the compressed structure
+    nprobe: int  # inverted-file cells visited per query vector; 0 = the structure's choice
+    segment_vectors: int  # a flat segment takes new references until it holds this many vectors
+    merge_factor: int  # coded segments per shard before a background compaction merges them
+    auto_compact: bool  # index add/import start a background compaction when one is due
+    cache_mb: int  # descriptors of recently aligned references kept in memory
+    shards: int  # search shards: Ray actors with --ray-address, each holding its segments
 
     def validate(self) -> None:
-        _check(self.kind == "flat", "index.kind must be flat")
+        _check(self.kind in ("auto", "flat", "ivfpq"), "index.kind must be auto, flat or ivfpq")
+        _check(self.memory_gb > 0 and self.cache_mb >= 0, "index.memory_gb/cache_mb")
+        _check(self.min_train_vectors >= 256, "index.min_train_vectors must be >= 256")
+        _check(self.train_max_vectors >= self.min_train_vectors, "index.train_max_vectors")
+        _check(self.nprobe >= 0 and self.segment_vectors > 0, "index.nprobe/segment_vectors")
+        _check(self.merge_factor >= 2 and self.shards >= 1, "index.merge_factor/shards")
 
 
 @dataclass(frozen=True)
@@ -229,6 +244,7 @@ class RayConfig:
     decoder_cpus: float
     embedder_cpus: float
     aligner_cpus: float
+    shard_cpus: float  # each index shard's actor (with --ray-address)
     embedder_gpus: float
     max_in_flight: int
     max_restarts: int

@@ -252,12 +252,23 @@ class CopyDetector:
         return matches
 
     def candidates(self, query: VideoFeatures, index: ReferenceIndex) -> list[Reference]:
-        """References worth aligning: frame-level kNN, max similarity per reference."""
+        """References worth aligning: frame-level kNN, max similarity per reference.
+
+        On a compressed index the kNN similarities are estimates that run low: references are
+        shortlisted with the floor lowered by the codes' measured error, then kept and ranked
+        by their exact similarity, read off their own descriptors."""
         cfg = self.config.search
-        views = [query.embeddings, *query.views.values()]
-        sims, nums, _ = index.search(np.concatenate(views), cfg.knn_k)
-        sims = sims * np.tile(query.weights, len(views))[:, None]
-        best = _best_per_reference(nums, sims, cfg.candidate_min_sim)
+        vectors = np.concatenate([query.embeddings, *query.views.values()])
+        weights = np.tile(query.weights, 1 + len(query.views))
+        # Where a view covers nothing it repeats the frame's own descriptor: search each once.
+        distinct, row_of = np.unique(vectors, axis=0, return_inverse=True)
+        sims, nums, _ = index.search(distinct, cfg.knn_k)
+        sims, nums = sims[row_of.ravel()] * weights[:, None], nums[row_of.ravel()]
+        margin = index.similarity_margin()
+        best = _best_per_reference(nums, sims, cfg.candidate_min_sim - margin)
+        if margin > 0:
+            shortlist = list(best)[: 2 * cfg.max_candidates]
+            best = self._exact_best(shortlist, nums, vectors, weights, index)
         ranked = list(best)[: cfg.max_candidates]
         # Second stage: references whose whole-video descriptor is close, even when no single
         # frame pair reached the frame-level threshold.
@@ -266,6 +277,28 @@ class CopyDetector:
                 if sim >= cfg.video_min_sim and ref.num not in ranked:
                     ranked.append(ref.num)
         return [index.by_num(num) for num in ranked]
+
+    def _exact_best(
+        self,
+        shortlist: list[int],
+        nums: np.ndarray,
+        vectors: np.ndarray,
+        weights: np.ndarray,
+        index: ReferenceIndex,
+    ) -> dict[int, float]:
+        """Exact best weighted similarity of each shortlisted reference to the query vectors
+        whose neighbours included it, at or above the candidate floor, most similar first."""
+        best = {}
+        for num in shortlist:
+            ref = index.catalog.by_num(num)
+            if ref is None:  # removed since the search
+                continue
+            rows = np.flatnonzero((nums == num).any(axis=1))
+            frames = index.features(ref).embeddings
+            sim = float(((vectors[rows] @ frames.T).max(axis=1) * weights[rows]).max())
+            if sim >= self.config.search.candidate_min_sim:
+                best[num] = sim
+        return dict(sorted(best.items(), key=lambda item: -item[1]))
 
     def similar_videos(
         self, query: VideoFeatures, index: ReferenceIndex, k: int = 10

@@ -22,6 +22,10 @@ class TransientError(CopyspanError):
     """A later attempt may succeed (a busy resource, a crashed worker)."""
 
 
+class StorageFullError(TransientError):
+    """The device holding an index or output is full; nothing of the change was committed."""
+
+
 class ConfigError(PermanentError):
     """The configuration is invalid."""
 

@@ -26,6 +26,18 @@ def photos() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def ray_session(config):
+    """One local Ray for every test that needs one (starting Ray costs seconds and memory)."""
+    import ray
+
+    from workers.audit import init_ray
+
+    init_ray(config)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
 def detector(config):
     from pipeline.detector import CopyDetector
 

@@ -58,3 +58,22 @@ def write_corrupt(path: Path, real_mp4: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(real_mp4.read_bytes()[:40_000])
     return path
+
+
+_BASIS = np.random.default_rng(1234).standard_normal((48, 512)).astype(np.float32)
+
+
+def synthetic_features(video_id: str, n: int, seed: int, model: str = "sscd"):
+    """Descriptors of a made-up video for index tests: unit vectors in a 48-dimensional
+    subspace (so compressed codes can be trained on a few thousand), drifting in time."""
+    from pipeline.embed import l2_normalise
+    from pipeline.records import VideoFeatures
+
+    rng = np.random.default_rng(seed)
+    walk = np.cumsum(rng.standard_normal((n, 48)), axis=0) * 0.3 + rng.standard_normal(48) * 3
+    starts = np.arange(n, dtype=np.float64) / 2
+    return VideoFeatures(
+        video_id=video_id, path=f"/refs/{video_id}.mp4", duration=n / 2,
+        embeddings=l2_normalise(walk @ _BASIS), starts=starts, ends=starts + 0.5, model=model,
+        fps=2.0,
+    )  # fmt: skip

@@ -80,14 +80,22 @@ def test_batch_with_unrelated_and_corrupt_inputs(scene, capsys):
     assert copy["matches"][0]["reference_id"] == "bikes"
 
 
+def _index_state(root):
+    from pipeline.index import ReferenceIndex
+
+    with ReferenceIndex(root, create=False) as index:
+        generation = index.generation
+    return generation, {p.name: p.stat().st_mtime_ns for p in (root / "vectors").iterdir()}
+
+
 def test_adding_the_same_references_again_changes_nothing(scene, capsys):
-    before = (scene / "index" / "frames.json").read_text()
+    before = _index_state(scene / "index")
     assert (
         main(["index", "add", str(scene / "refs"), "--index", str(scene / "index"), "--json", "-q"])
         == 0
     )
     assert {line["status"] for line in _lines(capsys)} == {"unchanged"}
-    assert (scene / "index" / "frames.json").read_text() == before
+    assert _index_state(scene / "index") == before
 
 
 def test_index_info(scene, capsys):
@@ -179,3 +187,73 @@ def test_queries_align_on_whitening_stored_with_the_index(scene, capsys):
     (segment,) = whitened["segments"]
     assert abs(segment["reference_start"] - COPY_R[0]) <= 1
     assert abs(segment["reference_end"] - COPY_R[1]) <= 1
+
+
+def test_describe_then_import_gives_the_same_index_as_add(scene, capsys, tmp_path):
+    """Descriptors made elsewhere (copyspan describe) load in bulk (index import): the
+    contract fields are there, the same copy is found, a repeat is a no-op."""
+    import numpy as np
+
+    described = tmp_path / "described"
+    refs = scene / "refs"
+    assert main(["describe", str(refs), "--out", str(described), "--json", "-q"]) == 0
+    assert {r["status"] for r in _lines(capsys)} == {"described"}
+    with np.load(described / "bikes.npz", allow_pickle=False) as data:
+        assert data["embeddings"].dtype == np.float16 and data["embeddings"].shape[1] == 512
+        assert data["starts"].dtype == np.float64 and data["weights"].dtype == np.float32
+        assert str(data["video_id"]) == "bikes" and str(data["model"]) == "sscd"
+        assert len(str(data["sha256"])) == 64 and float(data["duration"]) > 0
+        assert str(data["preprocess"]).startswith("short_side=")
+    assert main(["describe", str(refs), "--out", str(described), "--json", "-q"]) == 0
+    assert {r["status"] for r in _lines(capsys)} == {"unchanged"}  # resumable
+
+    imported = tmp_path / "imported"
+    assert main(["index", "import", str(described), "--index", str(imported), "--json", "-q"]) == 0
+    assert sorted(r["id"] for r in _lines(capsys) if r["status"] == "add") == sorted(REFERENCES)
+    assert main(["index", "import", str(described), "--index", str(imported), "--json", "-q"]) == 0
+    assert {r["status"] for r in _lines(capsys)} == {"unchanged"}
+    copy = str(scene / "queries" / "copy.mp4")
+    assert main(["query", copy, "--index", str(imported), "--json", "-q"]) == 0
+    (via_import,) = _lines(capsys)
+    assert main(["query", copy, "--index", str(scene / "index"), "--json", "-q"]) == 0
+    (via_add,) = _lines(capsys)
+    assert via_import["matches"] == via_add["matches"]
+
+
+def test_import_refuses_other_models_and_broken_files_and_goes_on(scene, capsys, tmp_path):
+    import numpy as np
+
+    from pipeline.index.descriptor_file import read_descriptor_file, write_descriptor_file
+
+    source = tmp_path / "src"
+    assert main(["describe", str(scene / "refs" / "tree.avi"), "--out", str(source), "-q"]) == 0
+    capsys.readouterr()
+    good = read_descriptor_file(source / "tree.npz")
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_descriptor_file(folder / "tree.npz", good.features, good.sha256)
+    other = good.features
+    other.video_id, other.model = "student", "sscd_distilled"
+    write_descriptor_file(folder / "student.npz", other, "another-sha")
+    (folder / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    np.savez(folder / "partial.npz", embeddings=np.zeros((3, 512), np.float32))
+    code = main(["index", "import", str(folder), "--index", str(scene / "index"), "--json", "-q"])
+    assert code == 1
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in _lines(capsys)}
+    assert rows["tree.npz"]["status"] == "unchanged"  # already indexed by `index add`
+    assert rows["student.npz"]["status"] == "failed"
+    assert "sscd_distilled" in rows["student.npz"]["error"]
+    assert "not a readable descriptor file" in rows["broken.npz"]["error"]
+    assert "missing" in rows["partial.npz"]["error"]
+
+
+def test_index_compact_and_info_report_the_structure(scene, capsys, tmp_path):
+    index = tmp_path / "idx"
+    shutil.copytree(scene / "index", index)
+    assert main(["index", "compact", "--index", str(index), "--json"]) == 0
+    (report,) = _lines(capsys)
+    assert report["structure"]["kind"] == "flat"  # five short clips: exact search
+    assert main(["index", "info", "--index", str(index), "--json"]) == 0
+    (info,) = _lines(capsys)
+    assert info["structure"]["kind"] == "flat" and info["segments"]["tombstones"] == 0
+    assert info["disk_bytes"]["vectors"] > 0 and not info["compaction_due"]

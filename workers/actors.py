@@ -159,12 +159,16 @@ class EmbedActor:
 class AlignActor:
     """Queries the reference index (read-only) with described videos."""
 
-    def __init__(self, config: dict, index_dir: str):
+    def __init__(self, config: dict, index_dir: str, shards: list | None = None):
         from pipeline.detector import CopyDetector
         from pipeline.index import ReferenceIndex
+        from workers.shards import RayShards
 
         self.config = Config.from_dict(config)
-        self.index = ReferenceIndex(index_dir, create=False)
+        searcher = RayShards(shards) if shards else None  # frame search on the shard actors
+        self.index = ReferenceIndex(
+            index_dir, create=False, config=self.config.index, searcher=searcher
+        )
         self.detector = CopyDetector(self.config, embedder=_NoEmbedder())
 
     def pid(self) -> int:
@@ -186,10 +190,10 @@ class AlignActor:
 class IndexWriterActor:
     """The single writer of the reference index during bulk ingest."""
 
-    def __init__(self, index_dir: str):
+    def __init__(self, index_dir: str, config: dict):
         from pipeline.index import ReferenceIndex
 
-        self.index = ReferenceIndex(index_dir)
+        self.index = ReferenceIndex(index_dir, config=Config.from_dict(config).index)
 
     def pid(self) -> int:
         return _ping()

@@ -61,8 +61,16 @@ def init_ray(config: Config, address: str | None = None) -> None:
 class Stages:
     """The actor pools. Ray restarts a dead actor and retries its task; see actors.py."""
 
-    def __init__(self, config: Config, index_dir: str | None = None, writer: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        index_dir: str | None = None,
+        writer: bool = False,
+        sharded: bool = False,
+    ):
         import ray
+
+        from workers.shards import RayShards
 
         cfg = config.ray
         plain = config.to_dict()
@@ -74,13 +82,17 @@ class Stages:
         self.decoders = [decode.remote(plain) for _ in range(cfg.decoders)]
         self.embedders = [embed.remote(plain) for _ in range(cfg.embedders)]
         self.aligners = []
+        self.shards = None
         if index_dir and not writer:
+            # On a cluster the index's shards live in actors of their own (workers/shards.py).
+            self.shards = RayShards.start(index_dir, config) if sharded else None
+            handles = self.shards.actors if self.shards else None
             align = ray.remote(AlignActor).options(num_cpus=cfg.aligner_cpus, **retry)
-            self.aligners = [align.remote(plain, index_dir) for _ in range(cfg.aligners)]
+            self.aligners = [align.remote(plain, index_dir, handles) for _ in range(cfg.aligners)]
         self.writer = None
         if writer and index_dir:
             write = ray.remote(IndexWriterActor).options(num_cpus=0.1, **retry)
-            self.writer = write.remote(index_dir)
+            self.writer = write.remote(index_dir, plain)
         self.turn = 0
 
     def actors(self) -> list:
@@ -89,6 +101,7 @@ class Stages:
             *self.embedders,
             *self.aligners,
             *([self.writer] if self.writer else []),
+            *(self.shards.actors if self.shards else []),
         ]
 
     def wait_ready(self, timeout: float = 180.0) -> None:
@@ -200,7 +213,7 @@ class Audit:
     ):
         from pipeline.index import ReferenceIndex
 
-        with ReferenceIndex(index_dir, create=False) as index:  # fail early on a missing index
+        with ReferenceIndex(index_dir, create=False, config=config.index) as index:  # fail early
             self.model = index.model
         self.config = config
         self.index_dir = index_dir
@@ -214,7 +227,8 @@ class Audit:
     ) -> dict:
         """Audit ``source``; the actors live for this call only."""
         init_ray(self.config, self.address)
-        self.stages = Stages(self.config, self.index_dir)
+        sharded = bool(self.address or self.config.ray.address)
+        self.stages = Stages(self.config, self.index_dir, sharded=sharded)
         try:
             self.stages.wait_ready()
             return self._run(source, progress, on_result)
@@ -311,7 +325,7 @@ def ingest(
 
     plans: list[tuple[Item, str]] = []
     outcomes: dict[str, str] = {}
-    with ReferenceIndex(index_dir) as index:
+    with ReferenceIndex(index_dir, config=config.index) as index:
         for path in paths:
             item = Item(str(path.resolve()), video_id_for(path), str(path))
             try:

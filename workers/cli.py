@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import subprocess
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ VIDEO_SUFFIXES = {
     ".3gp", ".ogv",
 }  # fmt: skip
 ADD_BATCH = 16  # references committed to the index per transaction
+IMPORT_BATCH = 64  # descriptor files committed per transaction by index import
 
 
 def expand_inputs(paths: Iterable[str]) -> list[Path]:
@@ -96,7 +98,7 @@ def cmd_index_add(args, config: Config) -> int:
         return _index_add_ray(args, config, files)
     detector = _detector(config)
     failures = 0
-    with ReferenceIndex(args.index) as index:
+    with ReferenceIndex(args.index, config=config.index) as index:
         index.check_model(detector.embedder.model_id, detector.preprocess)
         pending: list[tuple] = []
         seen_ids: dict[str, Path] = {}
@@ -138,6 +140,7 @@ def cmd_index_add(args, config: Config) -> int:
                 report(path, video_id, "failed", str(exc))
         flush()
         print(json.dumps(index.info()), file=sys.stderr)
+        compact_if_due(index, args)
     return 1 if failures else 0
 
 
@@ -157,6 +160,157 @@ def _index_add_ray(args, config: Config, files: list[Path]) -> int:
     return 1 if any(o.startswith("failed") for o in outcomes.values()) else 0
 
 
+def compact_if_due(index, args) -> bool:
+    """Start ``copyspan index compact --if-due`` as a detached process when the index has work
+    for it (index.auto_compact): adding returns at once and the merge runs in the background,
+    logging to DIR/compaction.log. Returns whether one was started."""
+    config = index.config
+    if not config.auto_compact or not index.compaction_due():
+        return False
+    command = [sys.executable, "-m", "workers.cli", "index", "compact", "--if-due", "-q",
+               "--index", str(index.root)]  # fmt: skip
+    if getattr(args, "config", None):
+        command += ["--config", str(Path(args.config).resolve())]
+    with open(index.root / "compaction.log", "ab") as logfile:
+        subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
+            start_new_session=True, cwd=Path(__file__).resolve().parent.parent,
+        )  # fmt: skip
+    log.info("started a background compaction of %s", index.root)
+    return True
+
+
+def cmd_index_compact(args, config: Config) -> int:
+    from pipeline.index import ReferenceIndex
+    from pipeline.index.compaction import CompactionBusy
+
+    with ReferenceIndex(args.index, create=False, config=config.index) as index:
+        if args.if_due and not index.compaction_due():
+            return 0
+        try:
+            report = index.compact(config.whiten, full=not args.if_due, wait=not args.if_due)
+        except CompactionBusy as exc:  # --if-due: the running one will do it
+            log.info("%s", exc)
+            return 0
+        _emit(report, args.json, json.dumps(report))
+    return 0
+
+
+def cmd_describe(args, config: Config) -> int:
+    """Descriptor files (pipeline/index/descriptor_file.py), one per video, for bulk import."""
+    from pipeline.detector import video_id_for
+    from pipeline.index import file_sha256
+    from pipeline.index.descriptor_file import write_descriptor_file
+
+    files = expand_inputs(args.paths)
+    if not files:
+        raise PermanentError("no video files found in the given paths")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    detector = _detector(config)
+    seen: dict[str, Path] = {}
+    failures = 0
+    for path in _progress(files, "describing", args.quiet):
+        video_id = video_id_for(path)
+        target = out / f"{video_id}.npz"
+        obj = {"id": video_id, "path": str(path), "file": str(target)}
+        try:
+            if video_id in seen:
+                raise PermanentError(f"id {video_id!r} also given by {seen[video_id]}")
+            seen[video_id] = path
+            sha = file_sha256(path) if path.is_file() else ""
+            if target.exists() and _same_description(target, sha, detector):
+                obj["status"] = "unchanged"
+            else:
+                features = detector.describe(path, video_id, views=False)
+                write_descriptor_file(target, features, sha)
+                obj.update(status="described", frames=len(features))
+        except (CopyspanError, OSError) as exc:
+            failures += 1
+            log.error("%s", exc)
+            obj.update(status="failed", error=str(exc))
+        _emit(obj, args.json, f"{obj['status']:9s} {video_id}  {path}" +
+              (f"  ({obj['error']})" if "error" in obj else ""))  # fmt: skip
+    return 1 if failures else 0
+
+
+def _same_description(target: Path, sha: str, detector) -> bool:
+    """Whether ``target`` already describes this content with this model and preparation."""
+    from pipeline.index.descriptor_file import DescriptorFileError, read_descriptor_file
+
+    try:
+        found = read_descriptor_file(target)
+    except DescriptorFileError:
+        return False
+    features = found.features
+    return (found.sha256, features.model, features.preprocess) == (
+        sha, detector.embedder.model_id, detector.preprocess,
+    )  # fmt: skip
+
+
+def cmd_index_import(args, config: Config) -> int:
+    """Load descriptor files into the index: the same segments and outcomes as ``index add``."""
+    from pipeline.errors import ModelMismatchError
+    from pipeline.index import ReferenceIndex
+    from pipeline.index.descriptor_file import read_descriptor_file
+
+    files = sorted(
+        p for raw in args.dirs for p in ([Path(raw)] if Path(raw).is_file() else
+                                         Path(raw).rglob("*.npz"))
+    )  # fmt: skip
+    if not files:
+        raise PermanentError("no descriptor files (.npz) found in the given paths")
+    failures = 0
+    with ReferenceIndex(args.index, config=config.index) as index:
+        pending: list[tuple] = []
+        seen: dict[str, Path] = {}
+        model = (index.model, index.catalog.meta("preprocess"))
+
+        def report(path: Path, video_id: str, status: str, error: str | None = None) -> None:
+            obj = {"id": video_id, "path": str(path), "status": status}
+            if error:
+                obj["error"] = error
+            line = f"{status:9s} {video_id}  {path}" + (f"  ({error})" if error else "")
+            _emit(obj, args.json, line)
+
+        def flush() -> None:
+            outcomes = index.add([(f, sha) for f, sha, _ in pending], replace=args.replace)
+            for (features, _, path), outcome in zip(pending, outcomes, strict=True):
+                report(path, features.video_id, outcome)
+            pending.clear()
+
+        for path in _progress(files, "importing", args.quiet):
+            video_id = path.stem
+            try:
+                found = read_descriptor_file(path)
+                features, video_id = found.features, found.features.video_id
+                if video_id in seen:
+                    raise PermanentError(f"id {video_id!r} also given by {seen[video_id]}")
+                if model[0] is None:  # an empty index takes the first file's model
+                    model = (features.model, features.preprocess)
+                if (features.model, features.preprocess or model[1]) != model:
+                    raise ModelMismatchError(
+                        f"described with model {features.model!r} and frame preparation "
+                        f"{features.preprocess!r}; the index holds {model[0]!r} and {model[1]!r}"
+                    )
+                plan = index.plan_add(video_id, found.sha256, args.replace)
+                if plan in ("unchanged", "duplicate"):
+                    report(path, video_id, plan)
+                    continue
+                seen[video_id] = path
+                pending.append((features, found.sha256, path))
+                if len(pending) >= IMPORT_BATCH:
+                    flush()
+            except (CopyspanError, OSError) as exc:
+                failures += 1
+                log.error("%s", exc)
+                report(path, video_id, "failed", str(exc))
+        flush()
+        print(json.dumps(index.info()), file=sys.stderr)
+        compact_if_due(index, args)
+    return 1 if failures else 0
+
+
 def cmd_audit(args, config: Config) -> int:
     from workers.audit import Audit
 
@@ -168,7 +322,7 @@ def cmd_audit(args, config: Config) -> int:
 def cmd_index_info(args, config: Config) -> int:
     from pipeline.index import ReferenceIndex
 
-    with ReferenceIndex(args.index, create=False) as index:
+    with ReferenceIndex(args.index, create=False, config=config.index) as index:
         info = index.info()
         if args.json:
             info["references_list"] = [
@@ -187,7 +341,7 @@ def cmd_index_info(args, config: Config) -> int:
 def cmd_index_remove(args, config: Config) -> int:
     from pipeline.index import ReferenceIndex
 
-    with ReferenceIndex(args.index, create=False) as index:
+    with ReferenceIndex(args.index, create=False, config=config.index) as index:
         for video_id in index.remove(args.ids):
             _emit({"id": video_id, "status": "removed"}, args.json, f"removed   {video_id}")
     return 0
@@ -210,7 +364,7 @@ def cmd_index_background(args, config: Config) -> int:
             _emit({"path": str(path), "status": "failed", "error": str(exc)}, args.json,
                   f"failed    {path}: {exc}")  # fmt: skip
     if described:
-        with ReferenceIndex(args.index, create=False) as index:
+        with ReferenceIndex(args.index, create=False, config=config.index) as index:
             index.check_model(detector.embedder.model_id, detector.preprocess)
             embeddings = np.concatenate([f.embeddings for _, f in described])
             index.set_background(embeddings, [str(p) for p, _ in described])
@@ -228,7 +382,7 @@ def cmd_similar(args, config: Config) -> int:
     files = expand_inputs(args.paths)
     detector = _detector(config)
     failures = 0
-    with ReferenceIndex(args.index, create=False) as index:
+    with ReferenceIndex(args.index, create=False, config=config.index) as index:
         index.check_model(detector.embedder.model_id, detector.preprocess)
         for path in _progress(files, "describing", args.quiet):
             try:
@@ -256,7 +410,10 @@ def cmd_query(args, config: Config) -> int:
     detector = _detector(config)
     failures = 0
     segments = []
-    with ReferenceIndex(args.index, create=False) as index:
+    from workers.shards import shard_searcher
+
+    searcher = shard_searcher(args.index, config, args.ray_address)
+    with ReferenceIndex(args.index, create=False, config=config.index, searcher=searcher) as index:
         index.check_model(detector.embedder.model_id, detector.preprocess)
         for path in _progress(files, "querying", args.quiet):
             try:
@@ -315,7 +472,10 @@ def serve_overrides(args) -> dict:
         serve["allowed_roots"] = [str(Path(root).resolve()) for root in args.allowed_root]
     if args.index_unmatched:
         serve["index_unmatched"] = True
-    return {"serve": serve} if serve else {}
+    overrides: dict = {"serve": serve} if serve else {}
+    if args.ray_address:
+        overrides["ray"] = {"address": args.ray_address}
+    return overrides
 
 
 def cmd_serve(args, config: Config) -> int:
@@ -357,6 +517,29 @@ def build_parser() -> argparse.ArgumentParser:
     background.add_argument("--index", required=True)
     background.set_defaults(handler=cmd_index_background)
 
+    compact = index_commands.add_parser(
+        "compact", parents=[common], help="merge segments, drop removed references"
+    )
+    compact.add_argument("--index", required=True)
+    compact.add_argument(
+        "--if-due", action="store_true", help="only when due; skip if one is running (background)"
+    )
+    compact.set_defaults(handler=cmd_index_compact)
+    import_ = index_commands.add_parser(
+        "import", parents=[common], help="load descriptor files (copyspan describe)"
+    )
+    import_.add_argument("dirs", nargs="+", help="folders of .npz descriptor files, or files")
+    import_.add_argument("--index", required=True, help="index directory (created if missing)")
+    import_.add_argument("--replace", action="store_true", help="replace an id's older content")
+    import_.set_defaults(handler=cmd_index_import)
+
+    describe = commands.add_parser(
+        "describe", parents=[common], help="write descriptor files for bulk import"
+    )
+    describe.add_argument("paths", nargs="+", help="video files or folders (recursive)")
+    describe.add_argument("--out", required=True, help="folder for the .npz descriptor files")
+    describe.set_defaults(handler=cmd_describe)
+
     similar = commands.add_parser("similar", parents=[common], help="video-level neighbours")
     similar.add_argument("paths", nargs="+", help="query video files or folders")
     similar.add_argument("--index", required=True)
@@ -367,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("paths", nargs="+", help="query video files or folders")
     query.add_argument("--index", required=True)
     query.add_argument("--csv", help="also write every segment to this segment CSV (for eval)")
+    query.add_argument("--ray-address", help="search the index's shards on this Ray cluster")
     query.set_defaults(handler=cmd_query)
 
     match = commands.add_parser("match", parents=[common], help="compare two videos directly")
@@ -392,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
         service.add_argument(flag, dest=name, type=int if name == "metrics_port" else str)
     service.add_argument("--allowed-root", action="append", help="repeatable")
     service.add_argument("--index-unmatched", action="store_true", help="index unmatched uploads")
+    service.add_argument("--ray-address", help="search the index's shards on this Ray cluster")
     service.set_defaults(handler=cmd_serve)
     return parser
 

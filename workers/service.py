@@ -34,6 +34,7 @@ from pipeline.index import ReferenceIndex, file_sha256
 from pipeline.ledger import Ledger
 from pipeline.policy import build_alerts
 from pipeline.uploads import parse_upload, resolve_uri
+from workers.shards import shard_searcher
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,10 @@ class UploadProcessor:
             raise PermanentError("serve.allowed_roots (--allowed-root) is required")
         self.config = config
         self.detector = detector or CopyDetector(config)
-        self.index = ReferenceIndex(serve.index, create=serve.index_unmatched)
+        searcher = shard_searcher(serve.index, config, None)  # ray.address: shards on Ray
+        self.index = ReferenceIndex(
+            serve.index, create=serve.index_unmatched, config=config.index, searcher=searcher
+        )
         self.index.check_model(self.detector.embedder.model_id, self.detector.preprocess)
         state = Path(serve.state_dir or Path(serve.index) / "serve-state")
         self.ledger = Ledger(state / "processed.sqlite")

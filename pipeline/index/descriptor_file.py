@@ -1,0 +1,101 @@
+"""Descriptor files: ``copyspan describe`` writes them, ``copyspan index import`` reads them.
+
+One ``.npz`` per video (no pickle), a contract other programs rely on (extend additively):
+
+    embeddings  [N, D] float32 or float16 frame descriptors
+    starts      [N] float64 seconds: start of the span each descriptor stands for
+    ends        [N] float64 seconds: end of that span
+    weights     [N] float32 evidence weight in [0, 1] (optional; 1 when absent)
+    video_id, path, sha256, model, preprocess   0-d strings
+    duration, fps                               0-d floats
+
+``preprocess`` is what ``index info --json`` shows as ``preprocess``: descriptors made with
+another model or frame preparation are refused by the index.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import atomic
+from pipeline.errors import PermanentError
+from pipeline.records import VideoFeatures
+
+STRINGS = ("video_id", "path", "sha256", "model", "preprocess")
+FLOATS = ("duration", "fps")
+
+
+class DescriptorFileError(PermanentError):
+    """A descriptor file is unreadable or does not follow the format."""
+
+
+@dataclass(frozen=True)
+class DescriptorFile:
+    features: VideoFeatures
+    sha256: str
+
+
+def write_descriptor_file(
+    target: str | Path, features: VideoFeatures, sha256: str, dtype=np.float16
+) -> Path:
+    target = Path(target)
+    atomic.write_npz(
+        target,
+        embeddings=features.embeddings.astype(dtype),
+        starts=features.starts.astype(np.float64),
+        ends=features.ends.astype(np.float64),
+        weights=features.weights.astype(np.float32),
+        video_id=np.array(features.video_id),
+        path=np.array(features.path),
+        sha256=np.array(sha256),
+        duration=np.array(float(features.duration)),
+        model=np.array(features.model),
+        fps=np.array(float(features.fps)),
+        preprocess=np.array(features.preprocess),
+    )
+    return target
+
+
+def read_descriptor_file(path: str | Path) -> DescriptorFile:
+    """Read and check one descriptor file; ``DescriptorFileError`` says what is wrong."""
+    try:
+        data = atomic.read_npz(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DescriptorFileError(f"{path}: not a readable descriptor file ({exc})") from exc
+    missing = [k for k in ("embeddings", "starts", "ends", *STRINGS, *FLOATS) if k not in data]
+    if missing:
+        raise DescriptorFileError(f"{path}: missing {', '.join(missing)}")
+    embeddings = data["embeddings"]
+    if embeddings.ndim != 2 or embeddings.dtype not in (np.float16, np.float32):
+        raise DescriptorFileError(f"{path}: embeddings must be [N, D] float32 or float16")
+    n = len(embeddings)
+    if n == 0 or not np.isfinite(embeddings).all():
+        raise DescriptorFileError(f"{path}: embeddings must be non-empty and finite")
+    for key in ("starts", "ends", "weights"):
+        if key in data and data[key].shape != (n,):
+            raise DescriptorFileError(f"{path}: {key} must be [N] with N = {n}")
+    if any(data[key].shape != () for key in (*STRINGS, *FLOATS)):
+        raise DescriptorFileError(f"{path}: video_id, path, ... must be 0-d arrays")
+    text = {key: str(data[key]) for key in STRINGS}
+    if not text["video_id"] or not text["sha256"] or not text["model"]:
+        raise DescriptorFileError(f"{path}: video_id, sha256 and model must not be empty")
+    try:
+        features = VideoFeatures(
+            video_id=text["video_id"],
+            path=text["path"],
+            duration=float(data["duration"]),
+            embeddings=embeddings.astype(np.float32),
+            starts=data["starts"].astype(np.float64),
+            ends=data["ends"].astype(np.float64),
+            model=text["model"],
+            fps=float(data["fps"]),
+            weights=data.get("weights"),
+            preprocess=text["preprocess"],
+        )
+    except ValueError as exc:
+        raise DescriptorFileError(f"{path}: {exc}") from exc
+    return DescriptorFile(features, text["sha256"])

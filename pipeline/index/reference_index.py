@@ -1,0 +1,558 @@
+"""The reference index: a directory of segments, per-reference descriptors and a catalog.
+
+Layout of ``DIR``::
+
+    catalog.sqlite      references, segments, tombstones, meta (pipeline/index/catalog.py)
+    vectors/<num>.npz   each reference's frame descriptors (float16), spans and weights
+    segments/*.faiss    coded segments (compressed FAISS indexes written by compaction)
+    quantizer.faiss     the trained, empty structure coded segments are made from
+    whitening.npz       optional: PCA whitening fitted on a sample of the reference frames
+    background.npz      optional: descriptors of background footage (generic-frame weights)
+
+Adding never rewrites what is there: a new reference's descriptors go to their own file and
+it joins the open flat segment (exact, and fileless: searchers build it in memory from the
+members' files). Removing deletes the catalog row at once and leaves a tombstone for frames
+still inside a segment. Compaction (pipeline/index/compaction.py) encodes sealed flat segments
+into coded ones once the catalog outgrows exact search, merges segments and drops tombstones.
+
+The catalog is the source of truth and every change is one SQLite transaction: files are
+written (atomically) before it commits and unlinked only after, so a crash or a full disk
+leaves the last committed state readable. Files a crash leaves behind are swept by the next
+writer. Writers hold an exclusive lock on ``DIR/.lock``; readers need none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from pipeline import atomic
+from pipeline.config import IndexConfig, WhitenConfig, load_config
+from pipeline.errors import (
+    IdConflictError,
+    ModelMismatchError,
+    ReferenceIndexError,
+    StorageFullError,
+    UnknownReferenceError,
+)
+from pipeline.index.catalog import FORMAT_VERSION, Catalog, Reference, now
+from pipeline.index.segments import LocalSearcher, Searcher, split_ids
+from pipeline.index.structure import FLAT, Structure, choose_structure
+from pipeline.index.vectors import VectorCache, sample_vectors, vector_path, write_vectors
+from pipeline.pooling import video_descriptor
+from pipeline.records import VideoFeatures
+from pipeline.whitening import Whitening, fit_whitening
+
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+
+
+class ReferenceIndex:
+    """Open (or create) the index in ``root``. Searching needs no lock; writing takes one.
+
+    ``config`` (the ``index:`` section) sets the memory budget, segment sizes and search
+    parameters; ``searcher`` replaces the in-process frame search (e.g. shard actors on Ray).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        create: bool = True,
+        config: IndexConfig | None = None,
+        searcher: Searcher | None = None,
+    ):
+        self.root = Path(root)
+        if not (self.root / "catalog.sqlite").exists() and not create:
+            raise ReferenceIndexError(f"no index at {self.root}")
+        self.config = config or load_config().index
+        (self.root / "vectors").mkdir(parents=True, exist_ok=True)
+        (self.root / "segments").mkdir(exist_ok=True)
+        self.catalog = Catalog(self.root / "catalog.sqlite")
+        self.cache = VectorCache(self.root, self.config.cache_mb * 2**20)
+        self._searcher = searcher
+        self._approximate = (-1, False)  # generation, whether any segment is coded
+        self._videos: faiss.Index | None = None
+        self._videos_state = (-1, 0, 0)  # generation, references, last num loaded
+        self._background: np.ndarray | None = None
+        self._background_key: int | None = None
+        self._whitening: Whitening | None = None
+        self._whitening_key: int | None = None
+        if (self.root / "frames.faiss").exists():  # written by format 1
+            self._upgrade()
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> ReferenceIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def searcher(self) -> Searcher:
+        if self._searcher is None:
+            self._searcher = LocalSearcher(self.root, self.catalog, self.config.nprobe)
+        return self._searcher
+
+    # ---- catalog -------------------------------------------------------------------------
+
+    @property
+    def model(self) -> str | None:
+        return self.catalog.meta("model")
+
+    @property
+    def generation(self) -> int:
+        return self.catalog.generation
+
+    def references(self) -> list[Reference]:
+        return self.catalog.references()
+
+    def get(self, video_id: str) -> Reference | None:
+        return self.catalog.get(video_id)
+
+    def by_sha256(self, sha256: str) -> Reference | None:
+        return self.catalog.by_sha256(sha256)
+
+    def by_num(self, num: int) -> Reference:
+        ref = self.catalog.by_num(num)
+        if ref is None:
+            raise UnknownReferenceError(f"no reference number {num}")
+        return ref
+
+    def __len__(self) -> int:
+        return self.catalog.totals()[0]
+
+    @property
+    def shards(self) -> int:
+        return int(self.catalog.meta("shards") or self.config.shards)
+
+    def structure(self) -> Structure:
+        """The structure coded segments are made of (flat while there are none)."""
+        training = self.catalog.meta_json("training")
+        return Structure.from_dict(training["structure"]) if training else FLAT
+
+    def info(self) -> dict:
+        references, frames, duration = self.catalog.totals()
+        whitening = self._read_whitening(self.root / "whitening.npz")
+        segments = self.catalog.segments()
+        dim = int(self.catalog.meta("dim") or 512)
+        return {
+            "path": str(self.root),
+            "model": self.model,
+            "preprocess": self.catalog.meta("preprocess"),
+            "references": references,
+            "frames": frames,
+            "duration_s": round(duration, 3),
+            "generation": self.generation,
+            "whitening_frames": whitening.frames if whitening else None,  # frames it was fitted on
+            "kind": self.config.kind,
+            "structure": self.structure().to_dict(),
+            "training": self.catalog.meta_json("training"),
+            "recommended": choose_structure(frames, dim, self.config).to_dict(),
+            "segments": {
+                "flat": sum(not s.coded for s in segments),
+                "coded": sum(s.coded for s in segments),
+                "flat_vectors": sum(s.vectors for s in segments if not s.coded),
+                "coded_vectors": sum(s.vectors for s in segments if s.coded),
+                "tombstones": len(self.catalog.tombstones()),
+            },
+            "shards": self.shards,
+            "disk_bytes": self._disk_bytes(),
+            "compaction_due": self.compaction_due(),
+        }
+
+    def _disk_bytes(self) -> dict[str, int]:
+        def size(paths) -> int:
+            return sum(p.stat().st_size for p in paths if p.is_file())
+
+        return {
+            "vectors": size((self.root / "vectors").iterdir()),
+            "segments": size((self.root / "segments").iterdir()),
+            "catalog": size(self.root.glob("catalog.sqlite*")),
+        }
+
+    def check_model(self, model: str, preprocess: str = "") -> None:
+        """Refuse descriptors of another model, or of other frame preparation, than the ones
+        that built the index (an empty ``preprocess`` skips that part of the check)."""
+        if self.model is not None and self.model != model:
+            raise ModelMismatchError(
+                f"index {self.root} was built with model {self.model!r}, not {model!r}"
+            )
+        built = self.catalog.meta("preprocess")
+        if preprocess and built and built != preprocess:
+            raise ModelMismatchError(
+                f"index {self.root} was built with frame preparation {built!r}, not "
+                f"{preprocess!r}: rebuild the index or use the same decode/suppress settings"
+            )
+
+    # ---- writing -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        with open(self.root / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                if (self.root / ".dirty").exists():  # the last writer died mid-change
+                    self.repair()
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def storage_errors(self) -> Iterator[None]:
+        """A full disk becomes ``StorageFullError`` (transient: free space, run it again)."""
+        try:
+            yield
+        except (OSError, sqlite3.OperationalError) as exc:
+            if _disk_full(exc):
+                raise StorageFullError(
+                    f"no space left on the device of {self.root} ({exc}): nothing of this "
+                    "change was committed; free space and run it again"
+                ) from exc
+            raise
+
+    @contextlib.contextmanager
+    def change(self) -> Iterator[list[Path]]:
+        """One catalog transaction. Yields a list for the files the change writes: they are
+        deleted again if it does not commit."""
+        written: list[Path] = []
+        marker = self.root / ".dirty"
+        with self.storage_errors():
+            try:
+                marker.touch()
+                self.catalog.begin()
+                yield written
+                self.catalog.commit()
+            except BaseException:
+                self.catalog.rollback()
+                for path in written:
+                    path.unlink(missing_ok=True)
+                raise
+        marker.unlink(missing_ok=True)
+
+    def repair(self) -> list[str]:
+        """Delete what a writer that died (or hit a full disk) left behind: temporary files,
+        descriptor and segment files the catalog does not name. Returns their names."""
+        live = {r.num for r in self.catalog.references()}
+        files = {s.file for s in self.catalog.segments() if s.file}
+        stale = [p for p in self.root.rglob(".*.tmp")]
+        for path in (self.root / "vectors").glob("*.npz"):
+            if not path.stem.isdigit() or int(path.stem) not in live:
+                stale.append(path)
+        stale += [p for p in (self.root / "segments").iterdir() if p.name not in files]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if stale:
+            log.warning("repaired %s: removed %d leftover file(s)", self.root, len(stale))
+        (self.root / ".dirty").unlink(missing_ok=True)
+        return [p.name for p in stale]
+
+    def plan_add(self, video_id: str, sha256: str, replace: bool = False) -> str:
+        """What adding this content under this id would do, without decoding anything:
+        ``add``, ``replace``, ``unchanged`` (same id, same content) or ``duplicate`` (the
+        content is already indexed under another id). Raises ``IdConflictError``."""
+        existing = self.get(video_id)
+        if existing is not None:
+            if existing.sha256 == sha256:
+                return "unchanged"
+            if not replace:
+                raise IdConflictError(
+                    f"reference id {video_id!r} already holds different content "
+                    f"({existing.path}); pass --replace to replace it"
+                )
+            return "replace"
+        if self.by_sha256(sha256) is not None:
+            return "duplicate"
+        return "add"
+
+    def add(self, items: list[tuple[VideoFeatures, str]], replace: bool = False) -> list[str]:
+        """Add ``(features, sha256)`` pairs in one transaction; returns each item's outcome.
+        Costs the same whatever the catalog's size: nothing already stored is rewritten."""
+        if not items:
+            return []
+        removed: list[Reference] = []
+        with self.write_lock(), self.change() as written:
+            outcomes = []
+            for features, sha256 in items:
+                self.check_model(features.model, features.preprocess)
+                outcome = self.plan_add(features.video_id, sha256, replace)
+                outcomes.append(outcome)
+                if outcome in ("unchanged", "duplicate"):
+                    continue
+                if outcome == "replace":
+                    removed.append(self._remove_locked(self.get(features.video_id)))
+                written.append(self._add_locked(features, sha256))
+        self._forget(removed)
+        return outcomes
+
+    def _add_locked(self, features: VideoFeatures, sha256: str) -> Path:
+        if self.model is None:
+            self.catalog.set_meta("model", features.model)
+            self.catalog.set_meta("dim", str(features.embeddings.shape[1]))
+            self.catalog.set_meta("format", str(FORMAT_VERSION))
+            self.catalog.set_meta("shards", str(self.config.shards))
+        if features.preprocess and self.catalog.meta("preprocess") is None:
+            self.catalog.set_meta("preprocess", features.preprocess)
+        segment = self.catalog.open_segment(self.shards, self.config.segment_vectors)
+        ref = Reference(
+            num=0,
+            id=features.video_id,
+            path=str(Path(features.path).resolve()) if features.path else "",
+            sha256=sha256,
+            duration=features.duration,
+            fps=features.fps,
+            frames=len(features),
+            model=features.model,
+            added_at=now(),
+            segment=segment,
+        )
+        num = self.catalog.insert_reference(ref, video_descriptor(features))
+        path = write_vectors(self.root, num, features)
+        log.info("indexed %s (%d frames) as #%d", features.video_id, len(features), num)
+        return path
+
+    def remove(self, video_ids: list[str]) -> list[str]:
+        """Remove references by id; raises ``UnknownReferenceError`` naming any unknown id."""
+        with self.write_lock():
+            refs = [self.get(v) for v in video_ids]
+            missing = [v for v, r in zip(video_ids, refs, strict=True) if r is None]
+            if missing:
+                raise UnknownReferenceError(f"not in the index: {', '.join(missing)}")
+            with self.change():
+                removed = [self._remove_locked(ref) for ref in refs]
+        self._forget(removed)
+        return video_ids
+
+    def _remove_locked(self, ref: Reference | None) -> Reference:
+        assert ref is not None
+        self.catalog.delete_reference(ref)
+        log.info("removed %s (#%d)", ref.id, ref.num)
+        return ref
+
+    def _forget(self, removed: list[Reference]) -> None:
+        """After the commit: removed references' descriptors are no longer needed (a searcher
+        that still holds their frames skips them by their tombstones)."""
+        for ref in removed:
+            vector_path(self.root, ref.num).unlink(missing_ok=True)
+            self.cache.forget(ref.num)
+
+    def _upgrade(self) -> None:
+        """Turn a format-1 index (one FAISS file over float32 vectors) into segments: its
+        references become one flat segment; the old files go."""
+        with self.write_lock():
+            if not (self.root / "frames.faiss").exists():
+                return
+            with self.change():
+                seg = self.catalog.insert_segment("flat", 0, 1, sealed=True)
+                self.catalog.db.execute("UPDATE videos SET segment = ?", (seg,))
+                total = self.catalog.db.execute("SELECT SUM(frames) FROM videos").fetchone()[0]
+                self.catalog.db.execute(
+                    "UPDATE segments SET vectors = ? WHERE seg = ?", (total or 0, seg)
+                )
+                for ref in self.catalog.missing_pooled():
+                    self.catalog.set_pooled(ref.num, video_descriptor(self.features(ref)))
+                self.catalog.set_meta("format", str(FORMAT_VERSION))
+                self.catalog.set_meta("shards", "1")
+            for name in ("frames.faiss", "videos.faiss", "frames.json"):
+                (self.root / name).unlink(missing_ok=True)
+        log.warning("upgraded %s to index format %d (segments)", self.root, FORMAT_VERSION)
+
+    # ---- compaction ------------------------------------------------------------------------
+
+    def compaction_due(self) -> bool:
+        """Whether a background compaction would change anything worth its cost: the catalog
+        outgrew exact search, sealed flat segments wait to be encoded, too many coded segments,
+        or tombstones hold a fifth of a coded segment."""
+        from pipeline.index.compaction import plan_compaction
+
+        return plan_compaction(self, full=False).worthwhile
+
+    def compact(
+        self, whiten: WhitenConfig | None = None, full: bool = True, wait: bool = True
+    ) -> dict:
+        """Compact now (pipeline/index/compaction.py); ``wait=False`` raises
+        ``CompactionBusy`` instead of waiting for one that is running."""
+        from pipeline.index.compaction import compact
+
+        return compact(self, whiten, full=full, wait=wait)
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def features(self, ref: Reference) -> VideoFeatures:
+        data = self.cache.get(ref.num)
+        return VideoFeatures(
+            video_id=ref.id,
+            path=ref.path,
+            duration=ref.duration,
+            embeddings=data["embeddings"],  # float16 on disk; the record holds float32
+            starts=data["starts"],
+            ends=data["ends"],
+            model=ref.model,
+            fps=ref.fps,
+            weights=data.get("weights"),  # absent in indexes written before weights existed
+        )
+
+    @property
+    def approximate(self) -> bool:
+        """Whether frame-search similarities are estimates (from compressed codes)."""
+        generation = self.generation
+        if self._approximate[0] != generation:  # asked once per committed state
+            self._approximate = (generation, self.searcher.approximate)
+        return self._approximate[1]
+
+    def similarity_margin(self) -> float:
+        """How much lower than the truth an approximate similarity may come out: the 5th
+        percentile of the codes' error, measured when they were trained (0 when exact)."""
+        if not self.approximate:
+            return 0.0
+        error = (self.catalog.meta_json("training") or {}).get("similarity_error", {})
+        return max(0.0, -float(error.get("p5", 0.0)))
+
+    def search(self, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """kNN over every reference frame: similarities, reference numbers and frame indexes,
+        each [N, k]; missing neighbours have reference number -1."""
+        if len(self) == 0:
+            empty = np.full((len(embeddings), 1), -1, np.int64)
+            return np.zeros(empty.shape, np.float32), empty, empty
+        sims, ids = self.searcher.search(np.ascontiguousarray(embeddings, np.float32), k)
+        nums, frames = split_ids(ids)
+        return sims, nums, frames
+
+    def search_videos(self, descriptors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """kNN over video-level descriptors: similarities and reference numbers, each [M, k];
+        missing neighbours have reference number -1."""
+        videos = self._video_index()
+        if videos.ntotal == 0:
+            return np.zeros((len(descriptors), 1), np.float32), np.full((len(descriptors), 1), -1)
+        k = max(1, min(k, int(videos.ntotal)))
+        return videos.search(np.ascontiguousarray(descriptors, dtype=np.float32), k)
+
+    def _video_index(self) -> faiss.Index:
+        """One exact index of every reference's video-level descriptor (one vector a video:
+        small beside the frames), kept in step with the catalog: appended to as references
+        are added, rebuilt when one is removed."""
+        generation, count, last = self._videos_state
+        current = self.generation
+        if self._videos is not None and current == generation:
+            return self._videos
+        references = len(self)
+        if self._videos is None or references < count:  # first use, or something was removed
+            dim = int(self.catalog.meta("dim") or 512)
+            self._videos, last, count = faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), 0, 0
+        nums, pooled = self.catalog.pooled(after=last)
+        if len(nums):
+            self._videos.add_with_ids(pooled, nums)
+            last, count = int(nums[-1]), count + len(nums)
+        self._videos_state = (current, count, last)
+        return self._videos
+
+    # ---- background footage (generic-frame weights) ---------------------------------------
+
+    def set_background(self, embeddings: np.ndarray, sources: list[str]) -> None:
+        """Replace the background set: descriptors of footage that is not a reference (stock
+        intros, studio logos, common b-roll). Query frames that resemble it carry less weight."""
+        with self.write_lock():
+            if self.model is None:
+                raise ReferenceIndexError("add references before a background set")
+            dim = int(self.catalog.meta("dim") or 0)
+            if embeddings.ndim != 2 or embeddings.shape[1] != dim:
+                raise ReferenceIndexError(f"background descriptors must be [N, {dim}]")
+            atomic.write_npz(
+                self.root / "background.npz",
+                embeddings=np.ascontiguousarray(embeddings, np.float32),
+                sources=np.array(sources, dtype=str),
+            )
+        self._background_key = None
+
+    def background(self) -> np.ndarray | None:
+        """The background descriptors, or None when the index has none."""
+        path = self.root / "background.npz"
+        if not path.exists():
+            return None
+        key = path.stat().st_mtime_ns
+        if self._background_key != key:
+            self._background = atomic.read_npz(path)["embeddings"]
+            self._background_key = key
+        return self._background
+
+    # ---- whitening -------------------------------------------------------------------------
+
+    def whitening(self, config: WhitenConfig) -> Whitening | None:
+        """The whitening fitted on a sample of this index's reference frames: the stored one,
+        fitted (and stored) now when there is none or the frame count has changed by more than
+        ``refit_change`` since (compaction refreshes it too); None when the index has fewer
+        than ``min_frames`` frames."""
+        frames = self.catalog.totals()[1]
+        if frames < config.min_frames:
+            return None
+        path = self.root / "whitening.npz"
+        current = self._read_whitening(path)
+        if current is None or current.stale(frames, config.refit_change, config.shrinkage):
+            try:
+                with self.write_lock():
+                    current = self._read_whitening(path)  # another process may have refitted
+                    if current is None or current.stale(
+                        frames, config.refit_change, config.shrinkage
+                    ):
+                        current = self._fit_whitening(config)
+                        atomic.write_npz(path, **current.arrays())
+                        self._whitening_key = None
+            except OSError as exc:  # a read-only index: use the fit without storing it
+                log.warning(
+                    "cannot store the whitening of %s (%s); refitting per process", path, exc
+                )
+                current = self._whitening = self._fit_whitening(config)
+                self._whitening_key = -1
+        return current
+
+    def _read_whitening(self, path: Path) -> Whitening | None:
+        if self._whitening_key == -1:  # fitted in memory for an index we cannot write
+            return self._whitening
+        if not path.exists():
+            return None
+        key = path.stat().st_mtime_ns
+        if self._whitening_key != key:
+            try:
+                self._whitening = Whitening.from_arrays(atomic.read_npz(path))
+            except (OSError, ValueError, KeyError) as exc:  # damaged: fit again
+                log.warning("ignoring unreadable %s: %s", path, exc)
+                return None
+            self._whitening_key = key
+        return self._whitening
+
+    def _fit_whitening(self, config: WhitenConfig) -> Whitening:
+        vectors, total = self.sample(config.max_frames)
+        log.info("fitting whitening on %d of %d reference frames", len(vectors), total)
+        # Staleness is judged on the corpus size, not the sample's: a large index would otherwise
+        # look changed on every query and be refitted each time.
+        return fit_whitening(vectors, config.shrinkage, frames=total)
+
+    def sample(self, limit: int, seed: int = 0) -> tuple[np.ndarray, int]:
+        """At most ``limit`` reference frame descriptors, and the catalog's frame count."""
+        refs = self.catalog.references()
+        nums = np.array([r.num for r in refs], np.int64)
+        frames = np.array([r.frames for r in refs], np.int64)
+        return sample_vectors(self.root, nums, frames, limit, seed)

@@ -1,0 +1,201 @@
+"""Segments as a searcher holds them in memory, and the search over them.
+
+A segment is immutable once written, except that a flat segment takes new members while it is
+open: a reader appends only the members numbered above the last one it loaded. A coded
+segment is a FAISS file written once by compaction. Removed references are tombstones: their
+frame ids are skipped by a FAISS ``IDSelector`` until compaction drops them.
+
+Results of segments (and of shards, on Ray) are merged by ``merge_topk`` with one total order,
+similarity then id, so a search split any way returns exactly what one search of everything
+returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import faiss
+import numpy as np
+
+from pipeline.index.catalog import Catalog, Segment, Snapshot, Tombstone
+from pipeline.index.structure import search_parameters
+from pipeline.index.vectors import read_embeddings
+
+log = logging.getLogger(__name__)
+
+FRAME_BITS = 24  # id = num << 24 | frame: up to 16.7M frames per video (97 days at 2 fps)
+FRAME_MASK = (1 << FRAME_BITS) - 1
+
+
+def frame_ids(num: int, count: int) -> np.ndarray:
+    return (np.int64(num) << FRAME_BITS) + np.arange(count, dtype=np.int64)
+
+
+def split_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference numbers and frame indexes of search ids (-1 for a missing neighbour)."""
+    return np.where(ids >= 0, ids >> FRAME_BITS, -1), np.where(ids >= 0, ids & FRAME_MASK, -1)
+
+
+def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of several [N, k_i] (similarities, ids) results, per row, ordered by
+    similarity (descending) then id (ascending); missing neighbours (id -1) last."""
+    sims = np.concatenate([p[0] for p in parts], axis=1)
+    ids = np.concatenate([p[1] for p in parts], axis=1)
+    sims = np.where(ids < 0, -np.inf, sims)
+    order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), -sims), axis=1)[:, :k]
+    sims, ids = np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+    if sims.shape[1] < k:  # fewer candidates than k: pad as FAISS does
+        pad = k - sims.shape[1]
+        sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+    return np.where(ids < 0, -np.inf, sims).astype(np.float32), ids
+
+
+class Searcher(Protocol):
+    """Frame-level kNN over a catalog's segments, in this process or on shard actors."""
+
+    approximate: bool  # whether some similarities come from compressed codes
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """[N, D] float32 -> (similarities, ids), each [N, k], best first."""
+        ...
+
+
+class LoadedSegment:
+    def __init__(self, segment: Segment, index: faiss.Index, last_num: int = 0):
+        self.segment = segment
+        self.index = index
+        self.last_num = last_num  # flat: the highest member number loaded
+        self.skip: set[int] = set()  # tombstoned reference numbers
+        self._selector = None
+
+    def set_tombstones(self, nums: list[Tombstone]) -> None:
+        wanted = {t.num for t in nums}
+        if wanted == self.skip:
+            return
+        self.skip = wanted
+        if not nums:
+            self._selector = None
+            return
+        ids = np.concatenate([frame_ids(t.num, t.frames) for t in nums])
+        # Keep the inner selector alive with the outer one (SWIG does not own it).
+        batch = faiss.IDSelectorBatch(ids)
+        self._selector = (faiss.IDSelectorNot(batch), batch)
+
+    def search(self, x: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.index.ntotal == 0:
+            return np.full((len(x), 1), -np.inf, np.float32), np.full((len(x), 1), -1, np.int64)
+        selector = self._selector[0] if self._selector else None
+        params = search_parameters(self.index, nprobe, selector)
+        k = min(k, int(self.index.ntotal))
+        return self.index.search(x, k, params=params)
+
+
+def load_flat(root: Path, catalog: Catalog, segment: Segment, dim: int) -> LoadedSegment:
+    loaded = LoadedSegment(segment, faiss.IndexIDMap2(faiss.IndexFlatIP(dim)))
+    append_members(root, catalog, loaded)
+    return loaded
+
+
+def append_members(root: Path, catalog: Catalog, loaded: LoadedSegment) -> None:
+    """Add the flat segment's members numbered above the last one loaded."""
+    for ref in catalog.members(loaded.segment.seg, after=loaded.last_num):
+        try:
+            vectors = read_embeddings(root, ref.num)
+        except FileNotFoundError:  # removed since the snapshot: its tombstone follows
+            log.warning("descriptors of %s (#%d) are gone; skipped", ref.id, ref.num)
+            continue
+        loaded.index.add_with_ids(vectors, frame_ids(ref.num, len(vectors)))
+        loaded.last_num = ref.num
+
+
+def load_coded(root: Path, segment: Segment) -> LoadedSegment:
+    assert segment.file is not None
+    return LoadedSegment(segment, faiss.read_index(str(root / "segments" / segment.file)))
+
+
+class LocalSearcher:
+    """Holds the segments of the given shards (all of them by default) in this process and
+    follows the catalog: each search first catches up with the last committed generation."""
+
+    def __init__(self, root: Path, catalog: Catalog, nprobe: int = 0, shards=None):
+        self.root = root
+        self.catalog = catalog
+        self.nprobe = nprobe
+        self.shards = None if shards is None else set(shards)
+        self.loaded: dict[int, LoadedSegment] = {}
+        self.generation = -1
+
+    @property
+    def approximate(self) -> bool:
+        self.refresh()
+        return any(s.segment.coded for s in self.loaded.values())
+
+    @property
+    def vectors(self) -> int:
+        self.refresh()
+        return sum(int(s.index.ntotal) for s in self.loaded.values())
+
+    def memory_bytes(self) -> int:
+        """Bytes the loaded search structures hold (codes, ids, vectors)."""
+        total = 0
+        for s in self.loaded.values():
+            if s.segment.coded:
+                ivf = faiss.extract_index_ivf(s.index)
+                total += int(ivf.ntotal) * (ivf.code_size + 8)
+            else:
+                total += int(s.index.ntotal) * (s.index.d * 4 + 8)
+        return total
+
+    def refresh(self) -> None:
+        if self.catalog.generation == self.generation:
+            return
+        snapshot = self.catalog.snapshot()
+        self._apply(snapshot)
+
+    def _apply(self, snapshot: Snapshot) -> None:
+        dim = int(self.catalog.meta("dim") or 512)
+        wanted = {
+            s.seg: s for s in snapshot.segments if self.shards is None or s.shard in self.shards
+        }
+        for seg in list(self.loaded):
+            if seg not in wanted:
+                del self.loaded[seg]
+        for seg, segment in wanted.items():
+            loaded = self.loaded.get(seg)
+            if loaded is None:
+                try:
+                    loaded = (
+                        load_coded(self.root, segment)
+                        if segment.coded
+                        else load_flat(self.root, self.catalog, segment, dim)
+                    )
+                except FileNotFoundError:  # replaced by a compaction since the snapshot
+                    log.info("segment %d was replaced while loading; reloading", seg)
+                    return self._apply(self.catalog.snapshot())
+                self.loaded[seg] = loaded
+            elif not segment.coded:
+                append_members(self.root, self.catalog, loaded)
+            loaded.segment = segment
+        by_segment: dict[int, list[Tombstone]] = {}
+        for stone in snapshot.tombstones:
+            by_segment.setdefault(stone.segment, []).append(stone)
+        for seg, loaded in self.loaded.items():
+            loaded.set_tombstones(by_segment.get(seg, []))
+        self.generation = snapshot.generation
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self.refresh()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        parts = [s.search(x, k, self._nprobe(s)) for s in self.loaded.values()]
+        if not parts:
+            return np.full((len(x), k), -np.inf, np.float32), np.full((len(x), k), -1, np.int64)
+        return merge_topk(parts, k)
+
+    def _nprobe(self, loaded: LoadedSegment) -> int:
+        if not loaded.segment.coded:
+            return 0
+        trained = self.catalog.meta_json("training") or {}
+        return self.nprobe or int(trained.get("structure", {}).get("nprobe", 32))

@@ -1,0 +1,57 @@
+"""Index shards on Ray actors: the merged answer equals one node's, through a shard's death."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from pipeline.config import load_config
+from pipeline.index import ReferenceIndex
+from tests.helpers import synthetic_features
+from workers.shards import RayShards
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivfpq"])
+def test_sharded_search_equals_one_node_and_survives_a_killed_shard(tmp_path, ray_session, kind):
+    import ray
+
+    config = load_config(overrides={"index": {"kind": kind, "min_train_vectors": 256, "shards": 2}})
+    refs = [synthetic_features(f"s{i}", 250, seed=i) for i in range(12)]
+    with ReferenceIndex(tmp_path, config=config.index) as index:
+        for ref in refs:
+            index.add([(ref, ref.video_id)])
+        index.compact()  # one segment per shard
+        segments = index.catalog.segments()
+        assert {s.shard for s in segments} == {0, 1} and len(segments) == 2
+        assert all(s.coded == (kind == "ivfpq") for s in segments)
+        probes = np.concatenate([r.embeddings[::25] for r in refs])
+        probes += 0.05 * np.random.default_rng(0).standard_normal(probes.shape).astype(np.float32)
+        expected = index.searcher.search(probes, 20)
+
+    shards = RayShards.start(tmp_path, config)
+    try:
+        assert len(shards.actors) == 2 and shards.approximate == (kind == "ivfpq")
+        got = shards.search(probes, 20)
+        np.testing.assert_array_equal(got[1], expected[1])
+        np.testing.assert_array_equal(got[0], expected[0])
+
+        pid = ray.get(shards.actors[1].pid.remote())
+        os.kill(pid, signal.SIGKILL)  # Ray restarts it; it reloads its shard
+        again = shards.search(probes, 20)
+        np.testing.assert_array_equal(again[1], expected[1])
+        assert ray.get(shards.actors[1].pid.remote()) != pid
+
+        # a reference added afterwards is found through the shards (they follow the catalog)
+        late = synthetic_features("late", 100, seed=77)
+        with ReferenceIndex(tmp_path, config=config.index) as index:
+            index.add([(late, "late")])
+            with ReferenceIndex(tmp_path, config=config.index, searcher=shards) as remote:
+                _, nums, _ = remote.search(late.embeddings[:3], 1)
+                assert {remote.by_num(int(n)).id for n in nums[:, 0]} == {"late"}
+    finally:
+        shards.close()
