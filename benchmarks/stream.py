@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=REPO / "data" / "stream-bench")
     parser.add_argument("--references", type=int, default=62, help="60 s references (62 = 62 min)")
     parser.add_argument("--uploads", type=int, default=16)
+    parser.add_argument(
+        "--catalog", type=Path, help="an existing index (e.g. benchmarks.scale's 10 M-frame "
+        "catalog): the stream's references are added to it and the service searches it all",
+    )  # fmt: skip
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     data = args.data
@@ -116,15 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     # One cached index per setting that changes reference descriptors.
     described = json.dumps([asdict(c) for c in (config.decode, config.embed, config.suppress,
                                                  config.keyframes)], sort_keys=True)  # fmt: skip
-    index_dir = data / f"index-{hashlib.sha1(described.encode()).hexdigest()[:10]}"
-    if not (index_dir / "catalog.sqlite").exists():
-        detector = CopyDetector(config)
-        index = ReferenceIndex(index_dir)
+    index_dir = args.catalog or data / f"index-{hashlib.sha1(described.encode()).hexdigest()[:10]}"
+    with ReferenceIndex(index_dir, config=config.index) as index:
+        detector = None
         for path in sorted((data / "references").iterdir()):
-            index.add([(detector.describe(path, views=False), file_sha256(path))])
-        index.close()
-    with ReferenceIndex(index_dir) as index:
+            sha = file_sha256(path)
+            if index.plan_add(path.stem, sha) == "add":
+                detector = detector or CopyDetector(config)
+                index.add([(detector.describe(path, views=False), sha)])
         info = index.info()
+    tag = "stream" if args.catalog is None else "stream-catalog"
 
     with tansu_broker(data / "broker.log") as bootstrap:
         create_topics(bootstrap, "uploads", "alerts", "dlq", partitions=1)
@@ -177,14 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     copies = sum(item["copy"] for item in uploads)
     p50, p95 = percentile(latencies, 0.5), percentile(latencies, 0.95)
     rate = len(burst) / burst_seconds * 60
+    command = "python -m benchmarks.stream" + (" --catalog DIR" if args.catalog else "")
     lines = [
-        "<!-- bench:stream -->",
-        "### Streaming: upload-to-alert latency and sustained rate",
+        f"<!-- bench:{tag} -->",
+        "### Streaming: upload-to-alert latency and sustained rate"
+        + (f", against a {info['frames'] / 1e6:.1f} M-frame catalog" if args.catalog else ""),
         "",
-        "Command: `python -m benchmarks.stream`  ",
+        f"Command: `{command}`  ",
         f"Machine: {machine()}  ",
         f"Index: {info['references']} references, {info['duration_s'] / 60:.1f} min of footage, "
-        f"{info['frames']} frame descriptors (model {info['model']}). Uploads: 30 s each, "
+        f"{info['frames']} frame descriptors (model {info['model']}, "
+        f"{info['structure']['factory']}). Uploads: 30 s each, "
         f"{copies} of {len(uploads)} embed a 20 s copy. Broker: Tansu (memory), one partition; "
         "one `copyspan serve` process.",
         "",
@@ -199,13 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         "",
         FAN_OUT_NOTE,
         "",
-        "<!-- /bench:stream -->",
+        f"<!-- /bench:{tag} -->",
     ]
     markdown = "\n".join(lines)
     print(markdown)
     print(json.dumps({"latencies": latencies, "burst_seconds": burst_seconds}), file=sys.stderr)
     if not args.no_write:
-        update_results("stream", markdown)
+        update_results(tag, markdown)
     return 0
 
 

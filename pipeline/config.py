@@ -83,6 +83,7 @@ class WhitenConfig:
     min_frames: int  # reference frames needed before a fit is trusted (fewer: raw similarity)
     max_frames: int  # reference frames sampled for a fit (bounds its time and memory)
     refit_change: float  # refit when the reference frame count changes by this share
+    min_gain: float  # align on whitened similarity only when whitening changes them this much
     min_sim: float  # align.min_sim, min_score and skew_penalty on whitened similarity
     min_score: float
     skew_penalty: float

@@ -328,6 +328,8 @@ class CopyDetector:
         query = self.weigh_generic(query, index)
         candidates = self.candidates(query, index) if len(query) else []
         whitening = index.whitening(self.config.whiten) if self.config.whiten.enabled else None
+        if whitening is not None and (whitening.gain or 0.0) < self.config.whiten.min_gain:
+            whitening = None  # a near-isotropic catalog: its whitening changes too little
         whitened_query = _whiten(query, whitening) if whitening else None
         searched = time.perf_counter()
         matches, durations = [], {}

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -141,3 +142,43 @@ def test_manifests(tmp_path, library):
     jsonl = tmp_path / "m.jsonl"
     jsonl.write_text(json.dumps({"id": "x", "path": str(queries / "d_cup.mp4")}) + "\n")
     assert [(i.video_id, i.path) for i in iter_inputs(jsonl)] == [("x", str(queries / "d_cup.mp4"))]
+
+
+def test_links_and_repeated_files_are_each_reported_under_their_own_name(tmp_path, library, config):
+    """Two links to one video and one file under two manifest ids are four inputs with four
+    results, also when the audit is interrupted and resumed."""
+    queries = library["queries"]
+    folder = tmp_path / "links"
+    folder.mkdir()
+    (folder / "clip__a.mp4").symlink_to(queries / "a_bikes.mp4")
+    (folder / "clip__b.mp4").symlink_to(queries / "a_bikes.mp4")
+    shutil.copy(queries / "c_clean.mp4", folder / "plain.mp4")
+    out = tmp_path / "out-links"
+    audit = Audit(config, str(library["index"]), out)
+
+    def stop_after_one(item, value) -> None:
+        if len(audit.state.keys()) >= 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        audit.run(folder, progress=False, on_result=stop_after_one)
+    summary = Audit(config, str(library["index"]), out).run(folder, progress=False)
+    assert summary["inputs"] == 3 and summary["done"] == 3 and summary["matched"] == 2
+    assert summary["skipped_already_done"] == 1
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["query"]["id"], Path(r["query"]["path"]).name) for r in lines) == [
+        ("clip__a", "clip__a.mp4"), ("clip__b", "clip__b.mp4"), ("plain", "plain.mp4"),
+    ]  # fmt: skip
+    by_id = {r["query"]["id"]: r for r in lines}
+    assert by_id["clip__a"]["matches"] == by_id["clip__b"]["matches"] != []
+    segments = (out / "segments.csv").read_text()
+    assert "\nclip__a," in segments and "\nclip__b," in segments
+
+    manifest = tmp_path / "twice.csv"
+    manifest.write_text(f"id,path\none,{queries / 'd_cup.mp4'}\ntwo,{queries / 'd_cup.mp4'}\n")
+    out = tmp_path / "out-manifest"
+    Audit(config, str(library["index"]), out).run(manifest, progress=False)
+    again = Audit(config, str(library["index"]), out).run(manifest, progress=False)
+    assert again["skipped_already_done"] == 2 and again["done"] == 2
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["query"]["id"] for r in lines] == ["one", "two"]

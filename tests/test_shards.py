@@ -55,3 +55,35 @@ def test_sharded_search_equals_one_node_and_survives_a_killed_shard(tmp_path, ra
                 assert {remote.by_num(int(n)).id for n in nums[:, 0]} == {"late"}
     finally:
         shards.close()
+
+
+def test_query_with_ray_address_searches_the_shards(tmp_path, ray_session, clips, photos):
+    """`copyspan query --ray-address`: the shards live in actors and the answer is the same."""
+    import shutil
+
+    import yaml
+
+    from benchmarks.edits import Part, compose
+    from workers.cli import main
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for name in ("bikes", "tree", "cup"):
+        shutil.copy(clips[name], refs)
+    query = tmp_path / "copy.mp4"
+    compose([Part(photos["coffee"], 3.0, photo=True), Part(clips["tree"], 6.0, start=2.0)], query)
+    config = tmp_path / "sharded.yaml"
+    config.write_text(yaml.safe_dump({"index": {"shards": 2}}))
+    index = str(tmp_path / "index")
+    common = ["--config", str(config), "--json", "-q"]
+    assert main(["index", "add", str(refs), "--index", index, *common]) == 0
+    assert main(["index", "compact", "--index", index, *common]) == 0
+    results = []
+    for extra in ([], ["--ray-address", "auto"]):  # auto: the running (test) Ray
+        out = tmp_path / f"out{len(results)}.json"
+        code = main(["query", str(query), "--index", index, *common, *extra, "--csv", str(out)])
+        assert code == 0
+        results.append(out.read_text())
+    assert results[0] == results[1] and "tree" in results[0]
+    with ReferenceIndex(index, create=False) as opened:
+        assert {s.shard for s in opened.catalog.segments()} == {0, 1}

@@ -115,3 +115,36 @@ def test_index_that_cannot_be_written_fits_in_memory(tmp_path, monkeypatch):
         assert fitted is not None and fitted.frames == 60
         assert index.whitening(config) is fitted  # kept for the process, not refitted per query
         assert not (tmp_path / "whitening.npz").exists()
+
+
+def test_gain_tells_a_corpus_that_whitening_changes_from_one_it_does_not():
+    shared = fit_whitening(_corpus(2000, 0), WHITEN.shrinkage)
+    isotropic = fit_whitening(
+        l2_normalise(np.random.default_rng(0).standard_normal((2000, 512))), WHITEN.shrinkage
+    )
+    assert shared.gain > 3 * WHITEN.min_gain
+    assert isotropic.gain < 1.2 < WHITEN.min_gain
+
+
+def test_a_query_aligns_on_raw_similarity_when_whitening_changes_little(tmp_path, monkeypatch):
+    from pipeline import detector as detector_module
+    from pipeline.detector import CopyDetector
+
+    config = load_config(overrides={"whiten": {"min_frames": 50}})
+    calls = []
+    original = detector_module._whiten
+    monkeypatch.setattr(detector_module, "_whiten", lambda *a: calls.append(1) or original(*a))
+    rng = np.random.default_rng(3)
+    for name, corpus in (("isotropic", l2_normalise(rng.standard_normal((300, 512)))),
+                         ("shared", _corpus(300, 4))):  # fmt: skip
+        features = _features("ref", 300, 1)
+        features.embeddings = corpus
+        with ReferenceIndex(tmp_path / name) as index:
+            index.add([(features, name)])
+            query = dataclasses.replace(
+                features, video_id="q", embeddings=corpus[:40], starts=features.starts[:40],
+                ends=features.ends[:40], weights=None,
+            )  # fmt: skip
+            calls.clear()
+            CopyDetector(config, embedder=object()).query_features(query, index)
+            assert bool(calls) == (name == "shared")

@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Item:
-    key: str  # resumption key: the resolved path (or the manifest id and path)
+    # Resumption key: the input as it was named (its path as listed under the audit's folder,
+    # or its manifest id and path), never the resolved target: two links to one file, or one
+    # file under two manifest ids, are two inputs with two results.
+    key: str
     video_id: str
     path: str
 
@@ -148,10 +151,11 @@ def iter_inputs(source: str | Path) -> list[Item]:
 
     source = Path(source)
     if source.is_dir():
-        return [Item(str(p.resolve()), p.stem, str(p)) for p in expand_inputs([str(source)])]
+        listed = expand_inputs([str(source)])
+        return [Item(os.path.abspath(p), p.stem, str(p)) for p in listed]
     if source.suffix.lower() in (".csv", ".jsonl", ".json"):
         return _manifest(source)
-    return [Item(str(source.resolve()), source.stem, str(source))]
+    return [Item(os.path.abspath(source), source.stem, str(source))]
 
 
 def _manifest(path: Path) -> list[Item]:
@@ -169,7 +173,7 @@ def _manifest(path: Path) -> list[Item]:
         if not isinstance(row, dict) or not row.get("path"):
             raise PermanentError(f"{path}: row {number} has no path")
         video_id = str(row.get("id") or Path(row["path"]).stem)
-        key = f"{video_id}\t{Path(row['path']).resolve()}"
+        key = f"{video_id}\t{os.path.abspath(row['path'])}"
         if key not in seen:
             seen.add(key)
             items.append(Item(key, video_id, str(row["path"])))

@@ -93,6 +93,7 @@ class ReferenceIndex:
         self.cache = VectorCache(self.root, self.config.cache_mb * 2**20)
         self._searcher = searcher
         self._approximate = (-1, False)  # generation, whether any segment is coded
+        self._totals: tuple[int, tuple[int, int, float]] = (-1, (0, 0, 0.0))
         self._videos: faiss.Index | None = None
         self._videos_state = (-1, 0, 0)  # generation, references, last num loaded
         self._background: np.ndarray | None = None
@@ -143,7 +144,14 @@ class ReferenceIndex:
         return ref
 
     def __len__(self) -> int:
-        return self.catalog.totals()[0]
+        return self.totals()[0]
+
+    def totals(self) -> tuple[int, int, float]:
+        """References, frames and seconds of video, read once per committed generation."""
+        generation = self.generation
+        if self._totals[0] != generation:
+            self._totals = (generation, self.catalog.totals())
+        return self._totals[1]
 
     @property
     def shards(self) -> int:
@@ -155,7 +163,7 @@ class ReferenceIndex:
         return Structure.from_dict(training["structure"]) if training else FLAT
 
     def info(self) -> dict:
-        references, frames, duration = self.catalog.totals()
+        references, frames, duration = self.totals()
         whitening = self._read_whitening(self.root / "whitening.npz")
         segments = self.catalog.segments()
         dim = int(self.catalog.meta("dim") or 512)
@@ -505,7 +513,7 @@ class ReferenceIndex:
         fitted (and stored) now when there is none or the frame count has changed by more than
         ``refit_change`` since (compaction refreshes it too); None when the index has fewer
         than ``min_frames`` frames."""
-        frames = self.catalog.totals()[1]
+        frames = self.totals()[1]
         if frames < config.min_frames:
             return None
         path = self.root / "whitening.npz"

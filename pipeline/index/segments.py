@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 FRAME_BITS = 24  # id = num << 24 | frame: up to 16.7M frames per video (97 days at 2 fps)
 FRAME_MASK = (1 << FRAME_BITS) - 1
+QUERY_BATCH = 32  # query vectors per coded-segment search call (bounds its lookup tables)
 
 
 def frame_ids(num: int, count: int) -> np.ndarray:
@@ -90,7 +91,13 @@ class LoadedSegment:
         selector = self._selector[0] if self._selector else None
         params = search_parameters(self.index, nprobe, selector)
         k = min(k, int(self.index.ntotal))
-        return self.index.search(x, k, params=params)
+        if not self.segment.coded:
+            return self.index.search(x, k, params=params)
+        # Fast-scan search builds a lookup table per (query, visited cell): 64 KB each with
+        # 256 sub-codes, so a whole query video at once would hold hundreds of MB.
+        parts = [self.index.search(x[i : i + QUERY_BATCH], k, params=params)
+                 for i in range(0, len(x), QUERY_BATCH)]  # fmt: skip
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def load_flat(root: Path, catalog: Catalog, segment: Segment, dim: int) -> LoadedSegment:
@@ -127,6 +134,7 @@ class LocalSearcher:
         self.shards = None if shards is None else set(shards)
         self.loaded: dict[int, LoadedSegment] = {}
         self.generation = -1
+        self.trained_nprobe = 32  # the structure's own, read with each new generation
 
     @property
     def approximate(self) -> bool:
@@ -184,6 +192,8 @@ class LocalSearcher:
             by_segment.setdefault(stone.segment, []).append(stone)
         for seg, loaded in self.loaded.items():
             loaded.set_tombstones(by_segment.get(seg, []))
+        trained = self.catalog.meta_json("training") or {}
+        self.trained_nprobe = int(trained.get("structure", {}).get("nprobe", 0)) or 32
         self.generation = snapshot.generation
 
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +205,4 @@ class LocalSearcher:
         return merge_topk(parts, k)
 
     def _nprobe(self, loaded: LoadedSegment) -> int:
-        if not loaded.segment.coded:
-            return 0
-        trained = self.catalog.meta_json("training") or {}
-        return self.nprobe or int(trained.get("structure", {}).get("nprobe", 32))
+        return (self.nprobe or self.trained_nprobe) if loaded.segment.coded else 0
