@@ -195,6 +195,18 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
+class StreamingConfig:
+    window_s: float  # seconds of video decoded, prepared and embedded at a time
+    live_window_s: float  # the same for a live stream: bounds how late its alerts come
+    live_poll_s: float  # how often a live playlist is read again
+    live_stall_s: float  # a live stream with no new segment this long has ended
+
+    def validate(self) -> None:
+        _check(self.window_s > 0 and self.live_window_s > 0, "streaming.*window_s must be > 0")
+        _check(self.live_poll_s > 0 and self.live_stall_s > 0, "streaming.live_* must be > 0")
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     """Alert policy: every threshold must be met for a match to raise an alert."""
 
@@ -270,6 +282,7 @@ class Config:
     search: SearchConfig
     align: AlignConfig
     index: IndexConfig
+    streaming: StreamingConfig
     policy: PolicyConfig
     serve: ServeConfig
     ray: RayConfig

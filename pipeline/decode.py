@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -47,11 +48,14 @@ class VideoInfo:
 
 
 class VideoReader(Protocol):
-    """A decoding backend. ``sample`` may raise ``VideoDecodeError`` or any backend error."""
+    """A decoding backend. ``windows`` may raise ``VideoDecodeError`` or any backend error;
+    it yields the sampled frames in order, ``size`` at a time, and skips the first ``skip``."""
 
     name: str
 
-    def sample(self, path: Path, info: VideoInfo, config: DecodeConfig) -> SampledFrames: ...
+    def windows(
+        self, path: Path, info: VideoInfo, config: DecodeConfig, size: int, skip: int = 0
+    ) -> Iterator[SampledFrames]: ...
 
 
 def check_file(path: Path, config: DecodeConfig) -> None:
@@ -144,7 +148,9 @@ def pick_frames(frame_times: np.ndarray, centres: np.ndarray) -> np.ndarray:
 class DecordReader:
     name = "decord"
 
-    def sample(self, path: Path, info: VideoInfo, config: DecodeConfig) -> SampledFrames:
+    def windows(
+        self, path: Path, info: VideoInfo, config: DecodeConfig, size: int, skip: int = 0
+    ) -> Iterator[SampledFrames]:
         import decord
 
         width, height = target_size(info.width, info.height, config.short_side)
@@ -162,26 +168,31 @@ class DecordReader:
             raise _Mistimed("decord returned invalid frame timestamps")
         duration = float(ends_.max())
         info.check_complete(path, duration)
-        indices = pick_frames(starts_, sample_grid(duration, config.fps)[0])
-        chunks = []
-        for lo in range(0, len(indices), config.batch_frames):
-            batch = indices[lo : lo + config.batch_frames].tolist()
-            chunks.append(reader.get_batch(batch).asnumpy())
-        del reader
-        return _sampled(path, np.concatenate(chunks), duration, info, config.fps)
+        grid = sample_grid(duration, config.fps)
+        indices = pick_frames(starts_, grid[0])
+        for first in range(skip, len(indices), size):
+            chunks = []
+            for lo in range(first, min(first + size, len(indices)), config.batch_frames):
+                batch = indices[lo : min(lo + config.batch_frames, first + size)].tolist()
+                chunks.append(reader.get_batch(batch).asnumpy())
+            rows = slice(first, first + sum(len(c) for c in chunks))
+            yield _sampled(path, np.concatenate(chunks), duration, info, grid, rows)
 
 
 class PyAVReader:
     name = "pyav"
 
-    def sample(self, path: Path, info: VideoInfo, config: DecodeConfig) -> SampledFrames:
+    def windows(
+        self, path: Path, info: VideoInfo, config: DecodeConfig, size: int, skip: int = 0
+    ) -> Iterator[SampledFrames]:
         import av
 
         width, height = target_size(info.width, info.height, config.short_side)
         # One pass over the stream. Span k takes the latest frame starting at or before its
         # centre (the first frame when none does). Only chosen frames are converted, so memory
-        # holds the sampled frames, never the decoded stream.
+        # holds one window of sampled frames, never the decoded stream.
         picked: list[np.ndarray] = []
+        done = 0  # sampled frames before ``picked`` (yielded or skipped)
         best = best_rgb = None
         best_t = -math.inf
         last_end = 0.0
@@ -193,30 +204,40 @@ class PyAVReader:
                 t = frame.time if frame.time is not None else count * step
                 if t > config.max_duration_s:
                     raise VideoDecodeError(path, "duration over limit", f"frames past {t:.0f}s")
-                while (len(picked) + 0.5) / config.fps < t:
+                while (done + len(picked) + 0.5) / config.fps < t:
                     if best is None:  # the video starts after this centre: use its first frame
                         best, best_t = frame, t
+                    if done + len(picked) < skip:  # delivered before (a decord fallback)
+                        done += 1
+                        continue
                     if best_rgb is None:
                         best_rgb = _rgb(best, width, height)
                     picked.append(best_rgb)
+                    if len(picked) == size:  # times are known: spans end at the next centre
+                        yield _sampled_open(path, np.stack(picked), done, info, config.fps)
+                        done, picked = done + size, []
                 if t >= best_t:  # slightly out-of-order timestamps never move backwards
                     best, best_t, best_rgb = frame, t, None
                 last_end = max(last_end, t + step)
         if best is None:
             raise VideoDecodeError(path, "no decodable video frames")
         info.check_complete(path, last_end)
-        count = len(sample_grid(last_end, config.fps)[0])
-        picked = picked[:count]
-        while len(picked) < count:
+        grid = sample_grid(last_end, config.fps)
+        count = len(grid[0])
+        picked = picked[: max(0, count - done)]
+        while done + len(picked) < count:
             if best_rgb is None:
                 best_rgb = _rgb(best, width, height)
             picked.append(best_rgb)
-        return _sampled(path, np.stack(picked), last_end, info, config.fps)
+        if picked:
+            yield _sampled(path, np.stack(picked), last_end, info, grid, slice(done, count))
 
 
-def _sampled(path: Path, frames: np.ndarray, duration: float, info: VideoInfo, fps: float):
-    """The frames picked for each span of the sampling grid, with their times."""
-    centres, starts, ends = sample_grid(duration, fps)
+def _sampled(
+    path: Path, frames: np.ndarray, duration: float, info: VideoInfo, grid, rows: slice
+) -> SampledFrames:
+    """Frames picked for the spans ``rows`` of the sampling ``grid``, with their times."""
+    centres, starts, ends = (part[rows] for part in grid)
     return SampledFrames(
         path=str(path),
         frames=frames,
@@ -227,7 +248,20 @@ def _sampled(path: Path, frames: np.ndarray, duration: float, info: VideoInfo, f
         native_fps=info.fps,
         width=info.width,
         height=info.height,
+        first=rows.start,
     )
+
+
+def _sampled_open(path: Path, frames: np.ndarray, first: int, info: VideoInfo, fps: float):
+    """A window before the end of the video (PyAV learns the duration only at the end): its
+    spans are whole sampling periods."""
+    starts = (first + np.arange(len(frames), dtype=np.float64)) / fps
+    ends = starts + 1.0 / fps
+    return SampledFrames(
+        path=str(path), frames=frames, times=(starts + ends) / 2, starts=starts, ends=ends,
+        duration=float(ends[-1]), native_fps=info.fps, width=info.width, height=info.height,
+        first=first,
+    )  # fmt: skip
 
 
 def _rgb(frame, width: int, height: int) -> np.ndarray:
@@ -241,21 +275,56 @@ class _Mistimed(Exception):
 READERS: dict[str, type[VideoReader]] = {"decord": DecordReader, "pyav": PyAVReader}
 
 
-def decode_video(path: str | Path, config: DecodeConfig) -> SampledFrames:
-    """Sample ``path`` at ``config.fps``; raises ``VideoDecodeError`` with a reason on failure."""
+def decode_windows(
+    path: str | Path, config: DecodeConfig, size: int | None = None
+) -> Iterator[SampledFrames]:
+    """Sample ``path`` at ``config.fps``, ``size`` sampled frames at a time (default: all in
+    one), so memory holds one window of pixels whatever the duration. Raises
+    ``VideoDecodeError`` with a reason on failure; a decord failure falls back to PyAV, which
+    goes on after the frames decord already delivered."""
     path = Path(path)
     info = probe(path, config)
+    size = size or math.ceil(config.max_duration_s * config.fps) + 1
+    delivered = 0
     reader = READERS[config.backend]()
     if reader.name != PyAVReader.name:
         try:
-            return reader.sample(path, info, config)
+            for window in reader.windows(path, info, config, size):
+                delivered += len(window.frames)
+                yield window
+            return
         except VideoDecodeError:
             raise
         except Exception as exc:  # decord raises its own error types, or mistimes: use PyAV
             log.info("%s cannot be trusted on %s (%s); using PyAV", reader.name, path, _short(exc))
     try:
-        return PyAVReader().sample(path, info, config)
+        yield from PyAVReader().windows(path, info, config, size, skip=delivered)
     except VideoDecodeError:
         raise
     except Exception as exc:
         raise VideoDecodeError(path, "corrupt video", _short(exc)) from exc
+
+
+def decode_video(path: str | Path, config: DecodeConfig) -> SampledFrames:
+    """Sample ``path`` at ``config.fps`` in one piece (short videos and tests; long ones go
+    through ``decode_windows``)."""
+    windows = list(decode_windows(path, config))
+    if len(windows) == 1:
+        return windows[0]
+    return concat_sampled(windows)
+
+
+def concat_sampled(windows: list[SampledFrames]) -> SampledFrames:
+    last = windows[-1]
+    return SampledFrames(
+        path=last.path,
+        frames=np.concatenate([w.frames for w in windows]),
+        times=np.concatenate([w.times for w in windows]),
+        starts=np.concatenate([w.starts for w in windows]),
+        ends=np.concatenate([w.ends for w in windows]),
+        duration=last.duration,
+        native_fps=last.native_fps,
+        width=last.width,
+        height=last.height,
+        first=windows[0].first,
+    )

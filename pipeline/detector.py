@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,13 +13,14 @@ import numpy as np
 
 from pipeline.align import FrameBox, boxes_to_segments, make_aligner
 from pipeline.config import Config
-from pipeline.decode import decode_video
+from pipeline.decode import decode_windows
 from pipeline.embed import Embedder, make_embedder
 from pipeline.index import Reference, ReferenceIndex
 from pipeline.keyframes import Keyframes, expand, select_keyframes
 from pipeline.pooling import pool, pooling_weights
 from pipeline.records import Match, QueryResult, SampledFrames, VideoFeatures
 from pipeline.refine import boundary_windows, read_frames, refine_matches
+from pipeline.streaming.matcher import query_in_windows
 from pipeline.suppress import crop_borders, frame_weights, generic_weights
 from pipeline.sync import sync_matches, sync_windows
 from pipeline.views import View, query_views
@@ -71,11 +73,7 @@ def build_features(
 ) -> VideoFeatures:
     """``embeddings`` are of every sampled frame; the features keep the keyframes'."""
     kept = embeddings[keys.kept]
-    views = {}
-    for name, (rows, described) in view_embeddings.items():
-        # Frames a view does not cover keep their own descriptor: the best-view max is a no-op.
-        views[name] = kept.copy()
-        views[name][rows] = described
+    views = {name: (rows, described) for name, (rows, described) in view_embeddings.items()}
     sampled = prepared.sampled
     return VideoFeatures(
         video_id=video_id,
@@ -107,17 +105,17 @@ def _best_per_reference(nums: np.ndarray, sims: np.ndarray, floor: float) -> dic
 def _best_view_similarity(query: VideoFeatures, reference: VideoFeatures) -> np.ndarray:
     """[Nq, Nr] cosine similarity of each query frame's best view, zero for blank frames."""
     sim = query.embeddings @ reference.embeddings.T
-    for view in query.views.values():
-        np.maximum(sim, view @ reference.embeddings.T, out=sim)
+    for rows, vectors in query.views.values():
+        sim[rows] = np.maximum(sim[rows], vectors @ reference.embeddings.T)
     sim *= query.weights[:, None] * reference.weights[None, :]  # no evidence from blanks
     return sim
 
 
-def _whiten(features: VideoFeatures, whitening: Whitening) -> VideoFeatures:
+def whiten(features: VideoFeatures, whitening: Whitening) -> VideoFeatures:
     return dataclasses.replace(
         features,
         embeddings=whitening.apply(features.embeddings),
-        views={name: whitening.apply(view) for name, view in features.views.items()},
+        views={name: (rows, whitening.apply(v)) for name, (rows, v) in features.views.items()},
     )
 
 
@@ -157,11 +155,23 @@ class CopyDetector:
         self, path: str | Path, video_id: str | None = None, views: bool = True
     ) -> VideoFeatures:
         """Decode and embed one video (``views=False`` for references: no query views).
-        Raises ``VideoDecodeError`` for unusable input."""
+        Raises ``VideoDecodeError`` for unusable input. Memory holds one window of frames."""
+        parts = list(self.describe_windows(path, video_id, views))
+        return parts[0] if len(parts) == 1 else VideoFeatures.concat(parts)
+
+    def describe_windows(
+        self, path: str | Path, video_id: str | None = None, views: bool = True
+    ) -> Iterator[VideoFeatures]:
+        """The video described ``streaming.window_s`` at a time: decode, frame preparation
+        (borders, weights, query views: each window on its own) and embedding per window, so
+        only descriptors outlive a window. A video shorter than one window is one window."""
+        video_id = video_id or video_id_for(path)
+        window = max(1, round(self.config.streaming.window_s * self.config.decode.fps))
         started = time.perf_counter()
-        sampled = decode_video(path, self.config.decode)
-        decode_s = time.perf_counter() - started
-        return self.describe_sampled(sampled, video_id or video_id_for(path), views, decode_s)
+        for sampled in decode_windows(path, self.config.decode, window):
+            decode_s = time.perf_counter() - started
+            yield self.describe_sampled(sampled, video_id, views, decode_s)
+            started = time.perf_counter()
 
     def describe_sampled(
         self, sampled: SampledFrames, video_id: str, views: bool = True, decode_s: float = 0.0
@@ -192,15 +202,17 @@ class CopyDetector:
         outputs keep one scale."""
         whitened = None
         if whitening is not None:
-            whitened = _whiten(query, whitening), _whiten(reference, whitening)
-        return self._align(query, reference, whitened)
+            whitened = whiten(query, whitening), whiten(reference, whitening)
+        return self.align_features(query, reference, whitened)
 
-    def _align(
+    def align_features(
         self,
         query: VideoFeatures,
         reference: VideoFeatures,
         whitened: tuple[VideoFeatures, VideoFeatures] | None,
     ) -> Match | None:
+        """Copied segments between two described videos (``whitened``: the same two whitened,
+        to find the segments on), or None."""
         # Kept keyframes back on the sampling grid: alignment counts sampled frames.
         q_rows, q_starts, q_ends = expand(query.starts, query.ends, query.fps)
         r_rows, r_starts, r_ends = expand(reference.starts, reference.ends, reference.fps)
@@ -258,12 +270,9 @@ class CopyDetector:
         shortlisted with the floor lowered by the codes' measured error, then kept and ranked
         by their exact similarity, read off their own descriptors."""
         cfg = self.config.search
-        vectors = np.concatenate([query.embeddings, *query.views.values()])
-        weights = np.tile(query.weights, 1 + len(query.views))
-        # Where a view covers nothing it repeats the frame's own descriptor: search each once.
-        distinct, row_of = np.unique(vectors, axis=0, return_inverse=True)
-        sims, nums, _ = index.search(distinct, cfg.knn_k)
-        sims, nums = sims[row_of.ravel()] * weights[:, None], nums[row_of.ravel()]
+        vectors, weights = query.search_vectors()
+        sims, nums, _ = index.search(vectors, cfg.knn_k)
+        sims = sims * weights[:, None]
         margin = index.similarity_margin()
         best = _best_per_reference(nums, sims, cfg.candidate_min_sim - margin)
         if margin > 0:
@@ -306,7 +315,9 @@ class CopyDetector:
         """The ``k`` references whose video-level descriptors are most similar to the query's
         (the best over the query's views), most similar first."""
         weights = pooling_weights(query)
-        pooled = np.stack([pool(e, weights) for e in (query.embeddings, *query.views.values())])
+        pooled = np.stack([pool(query.embeddings, weights)] + [
+            pool(query.embeddings, weights, replace=view) for view in query.views.values()
+        ])  # fmt: skip
         sims, nums = index.search_videos(pooled, k)
         best = _best_per_reference(nums, sims, -1.0)
         return [(index.by_num(num), sim) for num, sim in list(best.items())[:k]]
@@ -322,43 +333,26 @@ class CopyDetector:
         )
         return dataclasses.replace(query, weights=query.weights * weights)
 
-    def query_features(self, query: VideoFeatures, index: ReferenceIndex) -> QueryResult:
-        index.check_model(query.model, query.preprocess)
-        started = time.perf_counter()
-        query = self.weigh_generic(query, index)
-        candidates = self.candidates(query, index) if len(query) else []
-        whitening = index.whitening(self.config.whiten) if self.config.whiten.enabled else None
+    def usable_whitening(self, index: ReferenceIndex) -> Whitening | None:
+        """The index's whitening when enabled and strong enough to align on (see
+        pipeline/whitening.py): a near-isotropic catalog's changes too little."""
+        if not self.config.whiten.enabled:
+            return None
+        whitening = index.whitening(self.config.whiten)
         if whitening is not None and (whitening.gain or 0.0) < self.config.whiten.min_gain:
-            whitening = None  # a near-isotropic catalog: its whitening changes too little
-        whitened_query = _whiten(query, whitening) if whitening else None
-        searched = time.perf_counter()
-        matches, durations = [], {}
-        for ref in candidates:
-            reference = index.features(ref)
-            pair = (whitened_query, _whiten(reference, whitening)) if whitening else None
-            match = self._align(query, reference, pair)
-            if match is not None:
-                matches.append(match)
-                durations[reference.video_id] = reference.duration
-        matches.sort(key=lambda m: -m.score)
-        aligned = time.perf_counter()
-        matches = self.refine(matches, query, durations)
-        timings = dict(query.timings)
-        timings.update(
-            search=searched - started,
-            align=aligned - searched,
-            refine=time.perf_counter() - aligned,
-        )
-        return QueryResult(
-            query_id=query.video_id,
-            query_path=query.path,
-            duration=round(query.duration, 3),
-            matches=matches,
-            timings=timings,
-        )
+            return None
+        return whitening
 
-    def query(self, path: str | Path, index: ReferenceIndex) -> QueryResult:
-        return self.query_features(self.describe(path), index)
+    def query_features(self, query: VideoFeatures, index: ReferenceIndex) -> QueryResult:
+        """Match a described query, ``streaming.window_s`` of it at a time (a short query is
+        one window: the whole video at once)."""
+        frames = max(1, round(self.config.streaming.window_s * query.fps))
+        return query_in_windows(self, index, query.windows(frames))
+
+    def query(self, path: str | Path, index: ReferenceIndex, on_window=None) -> QueryResult:
+        """Describe and match a video window by window (pipeline/streaming/matcher.py): memory
+        holds one window of frames; ``on_window(streaming, changed)`` runs after each."""
+        return query_in_windows(self, index, self.describe_windows(path), on_window)
 
     def match(self, query_path: str | Path, reference_path: str | Path) -> QueryResult:
         """Compare two files directly, without an index."""

@@ -3,6 +3,12 @@
 A match raises an alert when it copies enough, in the manner of Content ID's match amounts:
 every threshold must be met — copied seconds of the upload, the share of the upload that is
 copied, the share of the reference that is copied, and the match score.
+
+Alerts come in stages: ``early`` while the upload is still being read (the segments found so
+far, on the sampling grid, shares of what was read so far) and ``final`` once it is done (spans
+refined). Per upload and reference, ``sequence`` counts the alerts and ``supersedes`` names the
+one each replaces, so a consumer keeps the latest. Ids are hashes of what the alert says, so a
+redelivered upload repeats the same alerts under the same ids.
 """
 
 from __future__ import annotations
@@ -39,16 +45,52 @@ def passes(policy: AlertPolicy, match: Match, amounts: dict) -> bool:
     )
 
 
-def alert_id(content_sha256: str, match: Match, policy: AlertPolicy) -> str:
-    """Same upload content, reference, segments and policy give the same id, so a redelivered
-    upload never creates a second distinct alert."""
+def alert_id(content_sha256: str, match: Match, policy: AlertPolicy, stage: str = "final") -> str:
+    """Same upload content, reference, segments, policy (and stage) give the same id, so a
+    redelivered upload never creates a second distinct alert."""
     key = {
         "content": content_sha256,
         "reference": match.reference_id,
         "segments": [s.to_dict() for s in match.segments],
         "policy": asdict(policy),
     }
+    if stage != "final":  # final alerts keep the ids they had before stages existed
+        key["stage"] = stage
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def build_alert(
+    match: Match,
+    upload_id: str,
+    content_sha256: str,
+    query: dict[str, Any],
+    reference_duration: float,
+    policy: AlertPolicy,
+    stage: str = "final",
+    previous: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """The alert message for one match, or None below the policy. ``previous``: the last alert
+    for this upload and reference, which this one supersedes."""
+    amounts = match_amounts(match, query.get("duration") or 0.0, reference_duration)
+    if not passes(policy, match, amounts):
+        return None
+    return {
+        "schema_version": ALERT_SCHEMA_VERSION,
+        "event_type": "copy_alert",
+        "alert_id": alert_id(content_sha256, match, policy, stage),
+        "stage": stage,
+        "sequence": (previous["sequence"] + 1) if previous else 1,
+        "supersedes": previous["alert_id"] if previous else None,
+        "upload_id": upload_id,
+        "produced_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "query": query,
+        "reference_id": match.reference_id,
+        "reference_path": match.reference_path,
+        "score": round(match.score, 4),
+        "segments": [s.to_dict() for s in match.segments],
+        "policy": {**asdict(policy), **amounts},
+        "content_sha256": content_sha256,
+    }
 
 
 def build_alerts(
@@ -57,29 +99,18 @@ def build_alerts(
     content_sha256: str,
     reference_durations: dict[str, float],
     policy: AlertPolicy,
+    previous: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The alert messages for a query result, one per match that passes the policy."""
-    alerts = []
+    """The final alert messages for a query result, one per match that passes the policy;
+    ``previous``: reference id -> the last early alert for it."""
     query = result.to_dict()["query"]
+    alerts = []
     for match in result.matches:
-        reference_duration = reference_durations.get(match.reference_id, 0.0)
-        amounts = match_amounts(match, result.duration or 0.0, reference_duration)
-        if not passes(policy, match, amounts):
-            continue
-        alerts.append(
-            {
-                "schema_version": ALERT_SCHEMA_VERSION,
-                "event_type": "copy_alert",
-                "alert_id": alert_id(content_sha256, match, policy),
-                "upload_id": upload_id,
-                "produced_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "query": query,
-                "reference_id": match.reference_id,
-                "reference_path": match.reference_path,
-                "score": round(match.score, 4),
-                "segments": [s.to_dict() for s in match.segments],
-                "policy": {**asdict(policy), **amounts},
-                "content_sha256": content_sha256,
-            }
-        )
+        alert = build_alert(
+            match, upload_id, content_sha256, query,
+            reference_durations.get(match.reference_id, 0.0), policy, "final",
+            (previous or {}).get(match.reference_id),
+        )  # fmt: skip
+        if alert is not None:
+            alerts.append(alert)
     return alerts

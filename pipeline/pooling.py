@@ -14,11 +14,19 @@ import numpy as np
 from pipeline.records import VideoFeatures
 
 
-def pool(embeddings: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """[D] weighted, L2-normalised mean; zeros when nothing carries weight."""
+def pool(
+    embeddings: np.ndarray,
+    weights: np.ndarray,
+    replace: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """[D] weighted, L2-normalised mean; zeros when nothing carries weight. ``replace`` (rows,
+    descriptors) pools a query view: those rows seen through the view, the rest as they are."""
     if len(embeddings) == 0 or float(weights.sum()) <= 0:
         return np.zeros(embeddings.shape[1], np.float32)
     mean = (weights[:, None] * embeddings).sum(axis=0)
+    if replace is not None:
+        rows, vectors = replace
+        mean += (weights[rows, None] * (vectors - embeddings[rows])).sum(axis=0)
     norm = float(np.linalg.norm(mean))
     return (mean / norm if norm > 0 else mean).astype(np.float32)
 

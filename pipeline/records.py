@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ class SampledFrames:
     native_fps: float
     width: int  # source width and height, before resizing
     height: int
+    first: int = 0  # index of the first frame in the whole video (a window of a longer video)
 
     def __post_init__(self) -> None:
         n = len(self.times)
@@ -50,8 +52,10 @@ class VideoFeatures:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     weights: np.ndarray | None = None  # [N] float32 in [0, 1]: evidence each frame carries
     preprocess: str = ""  # frame preparation the descriptors depend on (see preprocess_id)
-    # Query-side extra views (pipeline/views.py): name -> [N, D] descriptors of the same frames.
-    views: dict[str, np.ndarray] = field(default_factory=dict)
+    # Query-side extra views (pipeline/views.py): name -> (rows [M] of the frames the view
+    # covers, their [M, D] descriptors as seen through the view). Sparse: a long video's views
+    # cost what they cover, and a frame a view does not cover is described by itself alone.
+    views: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     sampled: int = -1  # frames sampled before keyframe selection (-1: same as N)
 
     def __post_init__(self) -> None:
@@ -66,13 +70,82 @@ class VideoFeatures:
         )
         if self.weights.shape != (n,):
             raise ValueError("weights must be [N] matching embeddings")
-        if any(v.shape != self.embeddings.shape for v in self.views.values()):
-            raise ValueError("every view must be [N, D] like the embeddings")
+        for name, (rows, vectors) in self.views.items():
+            if rows.ndim != 1 or vectors.shape != (len(rows), self.embeddings.shape[1]):
+                raise ValueError(f"view {name}: rows [M] and descriptors [M, D] expected")
+            if len(rows) and (rows.min() < 0 or rows.max() >= n):
+                raise ValueError(f"view {name}: rows outside the {n} frames")
         if self.sampled < 0:
             self.sampled = n
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
+
+    @classmethod
+    def concat(cls, parts: list[VideoFeatures]) -> VideoFeatures:
+        """Consecutive windows of one video as one record (view rows shifted into place)."""
+        offsets = np.cumsum([0] + [len(p) for p in parts])
+        views: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for offset, part in zip(offsets, parts, strict=False):
+            for name, (rows, vectors) in part.views.items():
+                views.setdefault(name, []).append((rows + offset, vectors))
+        timings: dict[str, float] = {}
+        for part in parts:
+            for key, value in part.timings.items():
+                timings[key] = timings.get(key, 0.0) + value
+        last = parts[-1]
+        return cls(
+            video_id=last.video_id,
+            path=last.path,
+            duration=last.duration,
+            embeddings=np.concatenate([p.embeddings for p in parts]),
+            starts=np.concatenate([p.starts for p in parts]),
+            ends=np.concatenate([p.ends for p in parts]),
+            model=last.model,
+            fps=last.fps,
+            timings=timings,
+            weights=np.concatenate([p.weights for p in parts]),
+            preprocess=last.preprocess,
+            views={
+                name: (np.concatenate([r for r, _ in v]), np.concatenate([x for _, x in v]))
+                for name, v in views.items()
+            },
+            sampled=sum(p.sampled for p in parts),
+        )
+
+    def slice(self, lo: int, hi: int | None = None) -> VideoFeatures:
+        """Frames ``lo`` to ``hi`` (exclusive) as a record of their own (views follow)."""
+        hi = len(self) if hi is None else hi
+        views = {}
+        for name, (rows, vectors) in self.views.items():
+            keep = (rows >= lo) & (rows < hi)
+            if keep.any():
+                views[name] = (rows[keep] - lo, vectors[keep])
+        return dataclasses.replace(
+            self,
+            embeddings=self.embeddings[lo:hi],
+            starts=self.starts[lo:hi],
+            ends=self.ends[lo:hi],
+            weights=self.weights[lo:hi],
+            views=views,
+            sampled=-1,
+            timings={},
+        )
+
+    def windows(self, frames: int) -> list[VideoFeatures]:
+        """Consecutive windows of ``frames`` frames (the last keeps the video's timings)."""
+        if len(self) <= frames:
+            return [self]
+        parts = [self.slice(lo, lo + frames) for lo in range(0, len(self), frames)]
+        parts[-1] = dataclasses.replace(parts[-1], timings=dict(self.timings))
+        return parts
+
+    def search_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every descriptor a query offers (its frames', then each view's) and each one's
+        evidence weight (its frame's)."""
+        rows = [rows for rows, _ in self.views.values()]
+        vectors = np.concatenate([self.embeddings, *(v for _, v in self.views.values())])
+        return vectors, np.concatenate([self.weights, *(self.weights[r] for r in rows)])
 
 
 @dataclass(frozen=True)

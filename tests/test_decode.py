@@ -60,7 +60,7 @@ def test_decord_reader_itself_times_vfr_correctly(tmp_path, config):
     """decord (not the fallback) must get VFR right: we search its timestamps, not indexes."""
     clip = write_timed_clip(tmp_path / "vfr.mp4", vfr_times())
     info = probe(clip, config.decode)
-    sampled = DecordReader().sample(clip, info, config.decode)
+    (sampled,) = DecordReader().windows(clip, info, config.decode, size=10**6)
     assert _levels(sampled) == pytest.approx([level_for(c) for c in sampled.times], abs=4)
 
 
@@ -75,9 +75,8 @@ def test_average_fps_indexing_would_be_wrong_on_the_vfr_clip():
 def test_real_avi_with_broken_decord_timestamps_falls_back(clips, config):
     """decord returns garbage timestamps on Megamind.avi; the result must still be true."""
     sampled = decode_video(clips["Megamind"], config.decode)
-    reference = PyAVReader().sample(
-        clips["Megamind"], probe(clips["Megamind"], config.decode), config.decode
-    )
+    info = probe(clips["Megamind"], config.decode)
+    (reference,) = PyAVReader().windows(clips["Megamind"], info, config.decode, size=10**6)
     assert sampled.duration == pytest.approx(11.3, abs=0.1)
     assert np.array_equal(sampled.frames, reference.frames)
 

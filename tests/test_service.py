@@ -228,3 +228,44 @@ def test_service_waits_for_a_broker_that_is_not_up_yet(world, tmp_path):
     finally:
         if service.poll() is None:
             service.kill()
+
+
+def test_early_alert_while_the_upload_is_read_then_a_final_one(broker, world, clips, photos):
+    """Windows of 6 s: a copy in the first seconds of a 40 s upload is alerted (stage early)
+    before the upload is done; the final alert supersedes it; a redelivery repeats the ids."""
+    name = "early"
+    create_topics(broker, f"{name}-uploads", f"{name}-alerts", f"{name}-dlq")
+    long_upload = world["uploads"] / "long_copy.mp4"
+    compose([Part(clips["bikes"], 6.0, start=2.0), Part(photos["rocket"], 34.0, photo=True)],
+            long_upload)  # fmt: skip
+    config = world["root"] / "early.yaml"
+    config.write_text(world["config"].read_text() + "streaming:\n  window_s: 6.0\n")
+    early_world = {**world, "config": config}
+    produce(broker, f"{name}-uploads", [upload("e-1", str(long_upload))])
+    alerts = TopicReader(broker, f"{name}-alerts")
+    service = start_service(early_world, broker, name)
+    try:
+        found = _alerts(alerts.read_until(lambda rs: len(rs) >= 2, timeout=180))
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(60)
+    early, final = found
+    assert early["stage"] == "early" and final["stage"] == "final"
+    assert early["reference_id"] == final["reference_id"] == "bikes"
+    assert early["query"]["duration"] < 40.0  # sent before the whole upload was read
+    assert (early["sequence"], final["sequence"]) == (1, 2)
+    assert final["supersedes"] == early["alert_id"] and early["supersedes"] is None
+    (segment,) = early["segments"]
+    assert segment["query_start"] <= 1.0 and abs(segment["query_end"] - 6.0) <= 1.0
+
+    # Delivered again (a new upload id would be a new upload): the same alerts, same ids.
+    shutil.rmtree(world["root"] / f"state-{name}")
+    produce(broker, f"{name}-uploads", [upload("e-1", str(long_upload))])
+    service = start_service(early_world, broker, name)
+    try:
+        again = _alerts(alerts.read_until(lambda rs: len(rs) >= 4, timeout=180))[2:]
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(60)
+        alerts.close()
+    assert [a["alert_id"] for a in again] == [early["alert_id"], final["alert_id"]]

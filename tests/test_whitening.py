@@ -132,8 +132,8 @@ def test_a_query_aligns_on_raw_similarity_when_whitening_changes_little(tmp_path
 
     config = load_config(overrides={"whiten": {"min_frames": 50}})
     calls = []
-    original = detector_module._whiten
-    monkeypatch.setattr(detector_module, "_whiten", lambda *a: calls.append(1) or original(*a))
+    original = detector_module.whiten
+    monkeypatch.setattr(detector_module, "whiten", lambda *a: calls.append(1) or original(*a))
     rng = np.random.default_rng(3)
     for name, corpus in (("isotropic", l2_normalise(rng.standard_normal((300, 512)))),
                          ("shared", _corpus(300, 4))):  # fmt: skip

@@ -45,31 +45,43 @@ class DecodeActor:
     def pid(self) -> int:
         return _ping()
 
-    def decode(self, item: str, path: str, views: bool = True):
-        """Sample the video and prepare its frames for the embedder.
+    def describe(self, item: str, video_id: str, path: str, views: bool, embedder) -> Any:
+        """Describe one video window by window: decode and frame preparation here, the model
+        on ``embedder``, the next window decoded while the model runs on this one. Only the
+        window in flight travels through the object store; what comes back is descriptors.
 
         Border cropping, evidence weights and region proposals are CPU work: they run here,
         where videos are decoded in parallel, so the one embed actor (often on a GPU) does
-        nothing but run the model.
-        """
-        from pipeline.decode import decode_video
-        from pipeline.detector import prepare_frames
+        nothing but run the model."""
+        import ray
 
+        from pipeline.decode import decode_windows
+        from pipeline.detector import prepare_frames
+        from pipeline.records import VideoFeatures
+
+        config = self.config
+        window = max(1, round(config.streaming.window_s * config.decode.fps))
+        parts, pending = [], None
         try:
             started = time.perf_counter()
-            sampled = decode_video(path, self.config.decode)
-            decode_s = time.perf_counter() - started
+            for sampled in decode_windows(path, config.decode, window):
+                decode_s = time.perf_counter() - started
+                started = time.perf_counter()
+                prepared = prepare_frames(sampled, config, views)
+                # Ship one copy of the pixels: the embed actor reads the prepared (cropped) ones.
+                prepared.sampled = dataclasses.replace(sampled, frames=prepared.frames)
+                decoded = {"prepared": prepared, "decode_s": decode_s,
+                           "prepare_s": time.perf_counter() - started}  # fmt: skip
+                following = embedder.describe.remote(decoded, item, video_id, path, views)
+                if pending is not None:
+                    parts.append(ray.get(pending))
+                pending = following
+                started = time.perf_counter()
+            if pending is not None:
+                parts.append(ray.get(pending))
         except (PermanentError, OSError) as exc:
             return Failed(item, str(exc))
-        started = time.perf_counter()
-        prepared = prepare_frames(sampled, self.config, views)
-        # Ship one copy of the pixels: the embed actor reads only the prepared (cropped) ones.
-        prepared.sampled = dataclasses.replace(sampled, frames=prepared.frames)
-        return {
-            "prepared": prepared,
-            "decode_s": decode_s,
-            "prepare_s": time.perf_counter() - started,
-        }
+        return parts[0] if len(parts) == 1 else VideoFeatures.concat(parts)
 
 
 class EmbedActor:

@@ -78,7 +78,10 @@ class Stages:
         cfg = config.ray
         plain = config.to_dict()
         retry = {"max_restarts": cfg.max_restarts, "max_task_retries": cfg.max_task_retries}
-        decode = ray.remote(DecodeActor).options(num_cpus=cfg.decoder_cpus, **retry)
+        # Two videos at a time per decoder: one decodes while the other waits on the model.
+        decode = ray.remote(DecodeActor).options(
+            num_cpus=cfg.decoder_cpus, max_concurrency=2, **retry
+        )
         embed = ray.remote(EmbedActor).options(
             num_cpus=cfg.embedder_cpus, num_gpus=cfg.embedder_gpus, max_concurrency=64, **retry
         )
@@ -132,9 +135,9 @@ class Stages:
 
     def describe(self, item: Item, views: bool = True):
         self.turn += 1
-        decoded = self._next(self.decoders).decode.remote(item.key, item.path, views)
-        return self._next(self.embedders).describe.remote(
-            decoded, item.key, item.video_id, item.path, views
+        embedder = self._next(self.embedders)
+        return self._next(self.decoders).describe.remote(
+            item.key, item.video_id, item.path, views, embedder
         )
 
     def query(self, item: Item):

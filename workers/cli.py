@@ -311,6 +311,40 @@ def cmd_index_import(args, config: Config) -> int:
     return 1 if failures else 0
 
 
+def cmd_live(args, config: Config) -> int:
+    """Follow a live HLS playlist on disk and alert as copies air (pipeline/streaming/live.py)."""
+    from pipeline.index import ReferenceIndex
+    from pipeline.streaming.live import LiveStream
+
+    playlist = Path(args.source)
+    if not playlist.exists():
+        raise PermanentError(f"{playlist}: no such playlist")
+    name = args.name or playlist.stem
+    state = Path(args.state) if args.state else playlist.parent / f".copyspan-live-{name}.json"
+    producer = None
+    if args.bootstrap_servers:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, acks="all")
+    detector = _detector(config)
+
+    def emit(alert: dict) -> None:
+        if producer is not None:
+            producer.send(args.alerts_topic, json.dumps(alert).encode(), key=name.encode()).get(30)
+        segments = ", ".join(
+            f"{s['query_start']:.1f}-{s['query_end']:.1f}s <- {s['reference_start']:.1f}-"
+            f"{s['reference_end']:.1f}s" for s in alert["segments"]
+        )  # fmt: skip
+        _emit(alert, args.json, f"{name}: copy of {alert['reference_id']} ({segments})")
+
+    with ReferenceIndex(args.index, create=False, config=config.index) as index:
+        index.check_model(detector.embedder.model_id, detector.preprocess)
+        LiveStream(detector, index, playlist, state, name).run(emit)
+    if producer is not None:
+        producer.close(timeout=10)
+    return 0
+
+
 def cmd_audit(args, config: Config) -> int:
     from workers.audit import Audit
 
@@ -562,6 +596,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--gt", required=True, help="ground-truth segment CSV")
     evaluation.add_argument("--pred", required=True, help="predicted segment CSV")
     evaluation.set_defaults(handler=cmd_eval)
+
+    live = commands.add_parser("live", parents=[common], help="follow a live HLS playlist")
+    live.add_argument("source", help="an .m3u8 playlist on local disk, written as it airs")
+    live.add_argument("--index", required=True)
+    live.add_argument("--name", help="the stream's id in alerts (default: the playlist's stem)")
+    live.add_argument("--state", help="progress file (default: beside the playlist)")
+    live.add_argument("--bootstrap-servers", help="also publish alerts to Kafka")
+    live.add_argument("--alerts-topic", default="copy-alerts")
+    live.set_defaults(handler=cmd_live)
 
     audit = commands.add_parser("audit", parents=[common], help="resumable batch audit on Ray")
     audit.add_argument("source", help="a folder (recursive) or a manifest (.csv/.jsonl: id,path)")

@@ -23,6 +23,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,9 @@ from pipeline.detector import CopyDetector
 from pipeline.errors import PermanentError
 from pipeline.index import ReferenceIndex, file_sha256
 from pipeline.ledger import Ledger
-from pipeline.policy import build_alerts
+from pipeline.policy import build_alert, build_alerts
+from pipeline.records import VideoFeatures
+from pipeline.streaming.matcher import query_in_windows
 from pipeline.uploads import parse_upload, resolve_uri
 from workers.shards import shard_searcher
 
@@ -86,7 +89,9 @@ class UploadProcessor:
         self.ledger = Ledger(state / "processed.sqlite")
         self.lock = threading.Lock()  # one upload at a time touches the index and ledger
 
-    def process(self, raw: bytes | None) -> Outcome:
+    def process(self, raw: bytes | None, publish: Callable[[dict], None] | None = None) -> Outcome:
+        """Match one upload. ``publish`` receives each early alert the moment a copy is known
+        (while the upload is still being read); the final alerts are in the outcome."""
         started = time.perf_counter()
         upload = parse_upload(raw)
         path = resolve_uri(upload.uri, self.config.serve.allowed_roots)
@@ -101,14 +106,37 @@ class UploadProcessor:
                     "upload %s already processed (%s); skipping", upload.upload_id, done["status"]
                 )
                 return Outcome(upload.upload_id, key, "duplicate")
-            features = self.detector.describe(path, video_id=upload.upload_id)
-            result = self.detector.query_features(features, self.index)
+            described: list[VideoFeatures] = []  # kept only to index an unmatched upload
+            early: dict[str, dict] = {}  # reference id -> its last early alert
+
+            def windows():
+                for window in self.detector.describe_windows(path, upload.upload_id):
+                    if self.config.serve.index_unmatched:
+                        described.append(window)
+                    yield window
+
+            def on_window(streaming, changed: list[int]) -> None:
+                if float(streaming.last.ends[-1]) >= streaming.last.duration - 1e-6:
+                    return  # the last window: the final alerts follow at once
+                query = {"id": upload.upload_id, "path": str(path),
+                         "duration": round(float(streaming.last.ends[-1]), 3)}  # fmt: skip
+                for num in changed:
+                    match, ref = streaming.match(num), streaming.refs[num]
+                    alert = build_alert(match, upload.upload_id, sha, query, ref.duration,
+                                        self.config.policy, "early", early.get(ref.id))  # fmt: skip
+                    if alert is not None and publish is not None:
+                        publish(alert)
+                        early[ref.id] = alert
+
+            result = query_in_windows(self.detector, self.index, windows(), on_window)
             durations = {
                 m.reference_id: ref.duration
                 for m in result.matches
                 if (ref := self.index.get(m.reference_id)) is not None
             }
-            alerts = build_alerts(result, upload.upload_id, sha, durations, self.config.policy)
+            alerts = build_alerts(
+                result, upload.upload_id, sha, durations, self.config.policy, early
+            )
             if alerts:
                 status = "alerted"
             elif result.matches:
@@ -116,6 +144,8 @@ class UploadProcessor:
             else:
                 status = "no_match"
                 if self.config.serve.index_unmatched:
+                    features = described[0] if len(described) == 1 else (
+                        VideoFeatures.concat(described))  # fmt: skip
                     self.index.add([(features, sha)])
                     log.info("indexed unmatched upload %s as a reference", upload.upload_id)
         return Outcome(upload.upload_id, key, status, alerts, time.perf_counter() - started)
@@ -271,8 +301,19 @@ class KafkaService:
         attempt = 0
         while True:
             attempt += 1
+
+            def publish_early(alert: dict) -> None:
+                self._publish(
+                    self.serve.alerts_topic, json.dumps(alert).encode(), alert["upload_id"]
+                )
+                self.metrics.alerts.inc()
+                log.info(
+                    "%s early alert for upload %s: %s", where, alert["upload_id"],
+                    alert["reference_id"], extra={**where.ids, "upload_id": alert["upload_id"]},
+                )  # fmt: skip
+
             try:
-                outcome = self.processor.process(record.value)
+                outcome = self.processor.process(record.value, publish_early)
             except PermanentError as exc:
                 self.metrics.failed.labels(type(exc).__name__).inc()
                 log.warning("%s dead-lettered: %s", where, exc, extra=where.ids)

@@ -1,0 +1,167 @@
+"""Matching a query as it arrives: search and alignment advance window by window.
+
+``StreamingQuery`` takes a video's described windows in order (``CopyDetector
+.describe_windows``, or the windows of a live stream) and, after each, searches the window's
+descriptors, aligns every candidate reference over a bounded stretch of the query (the
+window, the one before it, and any segment still open), and keeps the segments that have
+ended: a segment is **final** once the query has moved ``align.max_step`` sampled frames past
+it, because no later frame can extend it. ``add`` returns the references whose final
+segments grew, so a service can alert while the upload is still being read; ``finish``
+aligns what is still open and refines every span as the whole-video path does.
+
+Only the windows an alignment may still need are kept, so memory stays flat however long the
+query. A video of one window goes through exactly the whole-video path: the same candidates,
+one alignment over all its frames, the same refinement.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from pipeline.records import Match, QueryResult, Segment, VideoFeatures
+
+if TYPE_CHECKING:
+    from pipeline.detector import CopyDetector
+    from pipeline.index import Reference, ReferenceIndex
+
+log = logging.getLogger(__name__)
+
+
+class StreamingQuery:
+    def __init__(self, detector: CopyDetector, index: ReferenceIndex):
+        self.detector = detector
+        self.index = index
+        self.whitening = None
+        self.parts: list[tuple[int, VideoFeatures]] = []  # (first frame, window), oldest first
+        self.frames = 0  # frames received so far
+        self.window_starts: list[int] = []
+        self.refs: dict[int, Reference] = {}
+        self.open: dict[int, int] = {}  # reference -> first frame its open segments may need
+        self.final: dict[int, list[Segment]] = {}
+        self.timings: dict[str, float] = {"search": 0.0, "align": 0.0}
+        self.last: VideoFeatures | None = None
+
+    # ---- windows ---------------------------------------------------------------------------
+
+    def add(self, window: VideoFeatures) -> list[int]:
+        """Take the next window; returns the reference numbers whose final segments grew."""
+        if not self.parts and not self.window_starts:
+            self.index.check_model(window.model, window.preprocess)
+            self.whitening = self.detector.usable_whitening(self.index)
+        started = time.perf_counter()
+        window = self.detector.weigh_generic(window, self.index)
+        first = self.frames
+        self.parts.append((first, window))
+        self.window_starts.append(first)
+        self.frames += len(window)
+        self.last = window
+        for key, value in window.timings.items():
+            self.timings[key] = self.timings.get(key, 0.0) + value
+        candidates = self.detector.candidates(window, self.index) if len(window) else []
+        searched = time.perf_counter()
+        self.timings["search"] += searched - started
+        previous = self.window_starts[-2] if len(self.window_starts) > 1 else 0
+        todo = {ref.num: ref for ref in candidates}
+        todo.update({num: self.refs[num] for num in self.open})
+        changed = []
+        for num, ref in todo.items():
+            self.refs[num] = ref
+            lo = min(self.open.get(num, previous), previous)
+            if self._align(ref, lo, last=False):
+                changed.append(num)
+        self._forget_old()
+        self.timings["align"] += time.perf_counter() - searched
+        return changed
+
+    def finish(self, refine: bool = True) -> QueryResult:
+        """Align what is still open, refine every span (``refine``: reread the query's file
+        for it); the query's result."""
+        started = time.perf_counter()
+        for num in list(self.open):
+            self._align(self.refs[num], self.open[num], last=True)
+        matches = [self.match(num) for num in self.final if self.final[num]]
+        matches.sort(key=lambda m: -m.score)
+        aligned = time.perf_counter()
+        self.timings["align"] += aligned - started
+        query = self.last
+        if query is None:
+            raise ValueError("finish() before any window")
+        durations = {self.refs[n].id: self.refs[n].duration for n in self.final}
+        if refine:
+            matches = self.detector.refine(matches, query, durations)
+        self.timings["refine"] = time.perf_counter() - aligned
+        return QueryResult(
+            query_id=query.video_id,
+            query_path=query.path,
+            duration=round(query.duration, 3),
+            matches=matches,
+            timings=dict(self.timings),
+        )
+
+    def match(self, num: int) -> Match:
+        """The final segments found so far against one reference, as a match."""
+        ref = self.refs[num]
+        segments = sorted(self.final[num], key=lambda s: s.query_start)
+        return Match(ref.id, ref.path, max(s.score for s in segments), segments)
+
+    # ---- alignment over a stretch of the query -----------------------------------------------
+
+    def _align(self, ref: Reference, lo: int, last: bool) -> bool:
+        """Align frames ``lo`` onwards with ``ref``; keep the segments that have ended (all of
+        them when ``last``). Returns whether final segments were added."""
+        query = self._stretch(lo)
+        reference = self.index.features(ref)
+        whitening = self.whitening
+        pair = None
+        if whitening is not None:
+            from pipeline.detector import whiten
+
+            pair = whiten(query, whitening), whiten(reference, whitening)
+        match = self.detector.align_features(query, reference, pair)
+        fps = query.fps
+        horizon = float(query.ends[-1]) - (self.detector.config.align.max_step + 1) / fps
+        kept = self.final.setdefault(ref.num, [])
+        grew, still_open = False, False
+        for segment in match.segments if match else []:
+            if not last and segment.query_end > horizon:
+                still_open = True  # later frames may extend it
+                continue
+            if any(_overlap(segment, known) for known in kept):
+                continue  # found again by an overlapping stretch
+            kept.append(segment)
+            grew = True
+        if still_open:
+            self.open[ref.num] = lo
+        else:
+            self.open.pop(ref.num, None)
+        return grew
+
+    def _stretch(self, lo: int) -> VideoFeatures:
+        parts = [part for first, part in self.parts if first + len(part) > lo]
+        stretch = parts[0] if len(parts) == 1 else VideoFeatures.concat(parts)
+        first = next(first for first, part in self.parts if first + len(part) > lo)
+        return stretch.slice(lo - first) if lo > first else stretch
+
+    def _forget_old(self) -> None:
+        """Windows no alignment can need again: before the previous window and every open
+        segment's stretch."""
+        keep_from = min([self.window_starts[-1], *self.open.values()])
+        self.parts = [(f, p) for f, p in self.parts if f + len(p) > keep_from]
+
+
+def _overlap(a: Segment, b: Segment) -> bool:
+    return a.query_start < b.query_end and b.query_start < a.query_end
+
+
+def query_in_windows(
+    detector: CopyDetector, index: ReferenceIndex, windows, on_window=None
+) -> QueryResult:
+    """Match a query from its described windows; ``on_window(query, changed)`` after each."""
+    streaming = StreamingQuery(detector, index)
+    for window in windows:
+        changed = streaming.add(window)
+        if on_window is not None:
+            on_window(streaming, changed)
+    return streaming.finish()
