@@ -337,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         report = index.compact(config.whiten)
         compact_s = time.perf_counter() - started
         add_now = settled_adds()  # they stay: a fresh flat segment beside the coded one
+        index.compact(config.whiten, full=False)  # what the background compaction does next
         info = index.info()
         log.info("size %d: %s", size, json.dumps(info))
         recall = search_recall(catalog, vectors, truth, exact)

@@ -247,6 +247,18 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    workers: int  # queries run at once
+    queue: int  # requests that may wait for a worker; beyond them: 503 at once
+    max_upload_mb: int  # largest multipart upload
+    retry_after_s: int  # what a 503 asks the client to wait
+
+    def validate(self) -> None:
+        _check(self.workers >= 1 and self.queue >= 0, "api.workers >= 1, api.queue >= 0")
+        _check(self.max_upload_mb >= 1 and self.retry_after_s >= 1, "api.max_upload_mb")
+
+
+@dataclass(frozen=True)
 class RayConfig:
     address: str
     num_cpus: int
@@ -285,6 +297,7 @@ class Config:
     streaming: StreamingConfig
     policy: PolicyConfig
     serve: ServeConfig
+    api: ApiConfig
     ray: RayConfig
 
     def validate(self) -> None:

@@ -2,7 +2,8 @@
 
 A match raises an alert when it copies enough, in the manner of Content ID's match amounts:
 every threshold must be met — copied seconds of the upload, the share of the upload that is
-copied, the share of the reference that is copied, and the match score.
+copied, the share of the reference that is copied, and the match score — and no reviewer's
+verdict silences it (``not_copy``, ``licensed``, ``quarantined``: pipeline/verdicts.py).
 
 Alerts come in stages: ``early`` while the upload is still being read (the segments found so
 far, on the sampling grid, shares of what was read so far) and ``final`` once it is done (spans
@@ -22,6 +23,7 @@ from typing import Any
 from pipeline.config import PolicyConfig as AlertPolicy
 from pipeline.metric import covered_seconds
 from pipeline.records import Match, QueryResult
+from pipeline.verdicts import silenced
 
 ALERT_SCHEMA_VERSION = 1
 
@@ -72,7 +74,7 @@ def build_alert(
     """The alert message for one match, or None below the policy. ``previous``: the last alert
     for this upload and reference, which this one supersedes."""
     amounts = match_amounts(match, query.get("duration") or 0.0, reference_duration)
-    if not passes(policy, match, amounts):
+    if not passes(policy, match, amounts) or silenced(match):
         return None
     return {
         "schema_version": ALERT_SCHEMA_VERSION,

@@ -179,14 +179,18 @@ class Match:
     reference_path: str
     score: float
     segments: list[Segment]
+    verdict: dict[str, Any] | None = None  # a reviewer's verdict on it (pipeline/verdicts.py)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "reference_id": self.reference_id,
             "reference_path": self.reference_path,
             "score": round(self.score, 4),
             "segments": [s.to_dict() for s in self.segments],
         }
+        if self.verdict is not None:
+            out["verdict"] = self.verdict
+        return out
 
 
 @dataclass
@@ -199,6 +203,7 @@ class QueryResult:
     matches: list[Match] = field(default_factory=list)
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    sha256: str | None = None  # the query file's content hash, where it was computed
 
     def segment_boxes(self) -> list[Box]:
         """Every segment as a row of the segment CSV."""
@@ -216,6 +221,8 @@ class QueryResult:
             "query": {"id": self.query_id, "path": self.query_path, "duration": self.duration},
             "matches": [m.to_dict() for m in self.matches],
         }
+        if self.sha256 is not None:
+            out["query"]["sha256"] = self.sha256
         if self.error is not None:
             out["error"] = self.error
         if self.timings:

@@ -182,3 +182,60 @@ def test_links_and_repeated_files_are_each_reported_under_their_own_name(tmp_pat
     assert again["skipped_already_done"] == 2 and again["done"] == 2
     lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert [r["query"]["id"] for r in lines] == ["one", "two"]
+
+
+def chromium() -> str:
+    """Debian's Chromium, installed here when missing (CI machines start without it)."""
+    found = shutil.which("chromium")
+    if found is None:
+        import subprocess
+
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env,
+                       timeout=1200)  # fmt: skip
+        found = shutil.which("chromium")
+    assert found, "Chromium could not be installed"
+    return found
+
+
+BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]  # fmt: skip
+
+
+def test_report_of_a_real_audit_in_a_real_browser(tmp_path, library, config):
+    from playwright.sync_api import sync_playwright
+
+    out = tmp_path / "out"
+    Audit(config, str(library["index"]), out).run(library["queries"], progress=False)
+    report = out / "report.html"
+    text = report.read_text()
+    assert 'src="http' not in text and 'href="http' not in text and "@import" not in text
+    matched = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    matched = [r for r in matched if r["matches"]]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=BROWSER_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors, requests = [], []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(report.as_uri())
+        page.wait_for_load_state("load")
+        assert page.locator(".entry").count() == len(matched) >= 3
+        assert page.locator(".match").count() == sum(len(r["matches"]) for r in matched)
+        widths = page.eval_on_selector_all("img", "images => images.map(i => i.naturalWidth)")
+        thumbs = sum(len(m["segments"]) for r in matched for m in r["matches"]) * 6
+        assert len(widths) >= thumbs and all(w > 0 for w in widths)  # every image decoded
+        assert page.locator("svg polygon").count() >= 3  # spans joined on the timelines
+        assert "copyspan audit report" in page.title()
+        page.fill("#filter", "cup")
+        assert page.locator("#shown").inner_text() == "1"
+        page.fill("#filter", "")
+        page.select_option("#sort", "copied")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        shutil.copy(tmp_path / "report.png", Path("/tmp") / "copyspan-report.png")
+        browser.close()
+    assert errors == []
+    assert all(url.startswith(("file://", "data:")) for url in requests), requests

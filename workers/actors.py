@@ -177,10 +177,13 @@ class AlignActor:
         from workers.shards import RayShards
 
         self.config = Config.from_dict(config)
+        from pipeline.verdicts import Verdicts
+
         searcher = RayShards(shards) if shards else None  # frame search on the shard actors
         self.index = ReferenceIndex(
             index_dir, create=False, config=self.config.index, searcher=searcher
         )
+        self.verdicts = Verdicts.beside(index_dir)
         self.detector = CopyDetector(self.config, embedder=_NoEmbedder())
 
     def pid(self) -> int:
@@ -192,7 +195,15 @@ class AlignActor:
         if isinstance(features, Failed):
             return QueryResult(query_id, path, None, error=features.error).to_dict()
         try:
-            return self.detector.query_features(features, self.index).to_dict()
+            result = self.detector.query_features(features, self.index)
+            self.verdicts.apply(result)
+            out = result.to_dict()
+            if result.matches:  # the report draws its similarity heatmaps from these
+                out["evidence"] = {
+                    "embeddings": features.embeddings.astype(np.float16),
+                    "starts": features.starts, "ends": features.ends,
+                }  # fmt: skip
+            return out
         except PermanentError as exc:
             return QueryResult(
                 query_id, path, round(features.duration, 3), error=str(exc)

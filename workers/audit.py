@@ -216,7 +216,12 @@ def _run_bounded(
 
 class Audit:
     def __init__(
-        self, config: Config, index_dir: str, out_dir: str | Path, address: str | None = None
+        self,
+        config: Config,
+        index_dir: str,
+        out_dir: str | Path,
+        address: str | None = None,
+        report: bool = True,
     ):
         from pipeline.index import ReferenceIndex
 
@@ -228,6 +233,7 @@ class Audit:
         self.out.mkdir(parents=True, exist_ok=True)
         self.state = Ledger(self.out / "state.sqlite")
         self.address = address
+        self.report = report
 
     def run(
         self, source: str | Path, progress: bool = True, on_result: Callable | None = None
@@ -238,9 +244,14 @@ class Audit:
         self.stages = Stages(self.config, self.index_dir, sharded=sharded)
         try:
             self.stages.wait_ready()
-            return self._run(source, progress, on_result)
+            summary = self._run(source, progress, on_result)
         finally:
             self.stages.close()
+        if self.report:  # the review page (pipeline/report/), once the actors are gone
+            from pipeline.report import write_report
+
+            write_report(self.out)
+        return summary
 
     def _run(self, source: str | Path, progress: bool, on_result: Callable | None) -> dict:
         import ray
@@ -263,6 +274,11 @@ class Audit:
 
                 value = QueryResult(item.video_id, item.path, None, error=str(value)).to_dict()
             value["query"]["id"] = item.video_id
+            evidence = value.pop("evidence", None)
+            if evidence is not None:  # query descriptors of a match, for the report's heatmaps
+                from pipeline.report.evidence import evidence_path
+
+                atomic.write_npz(evidence_path(self.out, value["query"]), **evidence)
             status = "failed" if "error" in value else "matched" if value["matches"] else "clean"
             self.state.record(item.key, status, result=value)
             seconds += value["query"].get("duration") or 0.0
@@ -303,6 +319,7 @@ class Audit:
         atomic.write_text(self.out / "results.jsonl", "".join(line + "\n" for line in lines))
         write_segments(self.out / "segments.csv", boxes)
         summary = {
+            "index": str(Path(self.index_dir).resolve()),
             "inputs": len(items),
             "done": len(lines),
             "skipped_already_done": skipped,

@@ -37,6 +37,7 @@ from pipeline.policy import build_alert, build_alerts
 from pipeline.records import VideoFeatures
 from pipeline.streaming.matcher import query_in_windows
 from pipeline.uploads import parse_upload, resolve_uri
+from pipeline.verdicts import Verdicts, silenced
 from workers.shards import shard_searcher
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class UploadProcessor:
             serve.index, create=serve.index_unmatched, config=config.index, searcher=searcher
         )
         self.index.check_model(self.detector.embedder.model_id, self.detector.preprocess)
+        self.verdicts = Verdicts.beside(serve.index)
         state = Path(serve.state_dir or Path(serve.index) / "serve-state")
         self.ledger = Ledger(state / "processed.sqlite")
         self.lock = threading.Lock()  # one upload at a time touches the index and ledger
@@ -122,6 +124,8 @@ class UploadProcessor:
                          "duration": round(float(streaming.last.ends[-1]), 3)}  # fmt: skip
                 for num in changed:
                     match, ref = streaming.match(num), streaming.refs[num]
+                    verdict = self.verdicts.lookup(upload.upload_id, sha, match)
+                    match.verdict = verdict.to_dict() if verdict else None
                     alert = build_alert(match, upload.upload_id, sha, query, ref.duration,
                                         self.config.policy, "early", early.get(ref.id))  # fmt: skip
                     if alert is not None and publish is not None:
@@ -129,6 +133,8 @@ class UploadProcessor:
                         early[ref.id] = alert
 
             result = query_in_windows(self.detector, self.index, windows(), on_window)
+            result.sha256 = sha
+            self.verdicts.apply(result)
             durations = {
                 m.reference_id: ref.duration
                 for m in result.matches
@@ -139,6 +145,8 @@ class UploadProcessor:
             )
             if alerts:
                 status = "alerted"
+            elif any(silenced(m) for m in result.matches):
+                status = "silenced"  # a reviewer's verdict
             elif result.matches:
                 status = "below_policy"
             else:
@@ -158,6 +166,7 @@ class UploadProcessor:
     def close(self) -> None:
         self.index.close()
         self.ledger.close()
+        self.verdicts.close()
 
 
 class Metrics:

@@ -12,6 +12,8 @@ returns.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -20,14 +22,17 @@ import faiss
 import numpy as np
 
 from pipeline.index.catalog import Catalog, Segment, Snapshot, Tombstone
-from pipeline.index.structure import search_parameters
 from pipeline.index.vectors import read_embeddings
 
 log = logging.getLogger(__name__)
 
 FRAME_BITS = 24  # id = num << 24 | frame: up to 16.7M frames per video (97 days at 2 fps)
 FRAME_MASK = (1 << FRAME_BITS) - 1
-QUERY_BATCH = 32  # query vectors per coded-segment search call (bounds its lookup tables)
+# Up to this many cells an exact scan of the centroids beats the HNSW graph over them, and
+# finds every best cell (at 4096 cells: 7.6 against 12.8 ms per 100 query vectors, the graph
+# finding 95% of the cells; benchmarks/RESULTS.md).
+EXACT_CELLS = 8192
+QUERY_BATCH = 256  # query vectors per coded search call (bounds its lookup tables)
 
 
 def frame_ids(num: int, count: int) -> np.ndarray:
@@ -85,19 +90,52 @@ class LoadedSegment:
         batch = faiss.IDSelectorBatch(ids)
         self._selector = (faiss.IDSelectorNot(batch), batch)
 
-    def search(self, x: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flat segments: exact kNN. (Coded segments search through ``search_assigned``.)"""
         if self.index.ntotal == 0:
-            return np.full((len(x), 1), -np.inf, np.float32), np.full((len(x), 1), -1, np.int64)
-        selector = self._selector[0] if self._selector else None
-        params = search_parameters(self.index, nprobe, selector)
+            return _empty(len(x))
+        params = faiss.SearchParameters(sel=self._selector[0]) if self._selector else None
+        return self.index.search(x, min(k, int(self.index.ntotal)), params=params)
+
+    def search_assigned(
+        self, x: np.ndarray, k: int, cells: np.ndarray, cell_sims: np.ndarray, nprobe: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """kNN in a coded segment, the query vectors' cells already found (``cells``,
+        ``cell_sims`` [N, nprobe]): segments trained alike share one coarse search."""
+        if self.index.ntotal == 0:
+            return _empty(len(x))
         k = min(k, int(self.index.ntotal))
-        if not self.segment.coded:
-            return self.index.search(x, k, params=params)
-        # Fast-scan search builds a lookup table per (query, visited cell): 64 KB each with
-        # 256 sub-codes, so a whole query video at once would hold hundreds of MB.
-        parts = [self.index.search(x[i : i + QUERY_BATCH], k, params=params)
-                 for i in range(0, len(x), QUERY_BATCH)]  # fmt: skip
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        selector = self._selector[0] if self._selector else None
+        params = faiss.SearchParametersIVF(nprobe=nprobe)
+        if selector is not None:
+            params.sel = selector
+        sims = np.empty((len(x), k), np.float32)
+        ids = np.empty((len(x), k), np.int64)
+        faiss.extract_index_ivf(self.index).search_preassigned_c(
+            len(x), faiss.swig_ptr(x), k, faiss.swig_ptr(cells), faiss.swig_ptr(cell_sims),
+            faiss.swig_ptr(sims), faiss.swig_ptr(ids), False, params,
+        )  # fmt: skip
+        return sims, ids
+
+    @functools.cached_property
+    def quantizer_key(self) -> str:
+        """Which trained quantizer the segment's cells come from (equal: the same cells)."""
+        quantizer = faiss.extract_index_ivf(self.index).quantizer
+        return hashlib.sha1(faiss.serialize_index(quantizer).tobytes()).hexdigest()
+
+    def cells(self, x: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``nprobe`` best cells of each query vector: similarities and cell numbers."""
+        quantizer = faiss.downcast_index(faiss.extract_index_ivf(self.index).quantizer)
+        params = None
+        if isinstance(quantizer, faiss.IndexHNSW):
+            if quantizer.ntotal <= EXACT_CELLS:  # scanning the centroids is faster here
+                return faiss.downcast_index(quantizer.storage).search(x, nprobe)
+            params = faiss.SearchParametersHNSW(efSearch=max(64, 2 * nprobe))
+        return quantizer.search(x, nprobe, params=params)
+
+
+def _empty(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((n, 1), -np.inf, np.float32), np.full((n, 1), -1, np.int64)
 
 
 def load_flat(root: Path, catalog: Catalog, segment: Segment, dim: int) -> LoadedSegment:
@@ -199,10 +237,22 @@ class LocalSearcher:
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         self.refresh()
         x = np.ascontiguousarray(x, dtype=np.float32)
-        parts = [s.search(x, k, self._nprobe(s)) for s in self.loaded.values()]
-        if not parts:
+        if not self.loaded:
             return np.full((len(x), k), -np.inf, np.float32), np.full((len(x), k), -1, np.int64)
-        return merge_topk(parts, k)
-
-    def _nprobe(self, loaded: LoadedSegment) -> int:
-        return (self.nprobe or self.trained_nprobe) if loaded.segment.coded else 0
+        nprobe = self.nprobe or self.trained_nprobe
+        flat = [s for s in self.loaded.values() if not s.segment.coded]
+        groups: dict[str, list[LoadedSegment]] = {}
+        for s in self.loaded.values():
+            if s.segment.coded:
+                groups.setdefault(s.quantizer_key, []).append(s)
+        merged = []
+        for lo in range(0, len(x), QUERY_BATCH):
+            chunk = x[lo : lo + QUERY_BATCH]
+            parts = [s.search(chunk, k) for s in flat]
+            for group in groups.values():
+                # One coarse search serves every segment made from the same quantizer: a
+                # small fresh segment would otherwise cost as much as the big one.
+                cell_sims, cells = group[0].cells(chunk, nprobe)
+                parts += [s.search_assigned(chunk, k, cells, cell_sims, nprobe) for s in group]
+            merged.append(merge_topk(parts, k))
+        return np.concatenate([m[0] for m in merged]), np.concatenate([m[1] for m in merged])

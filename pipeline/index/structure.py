@@ -148,16 +148,3 @@ def measure_error(trained: faiss.Index, sample: np.ndarray, seed: int = 0) -> di
         "p95": round(float(np.percentile(error, 95)), 4),
         "pairs": int(rows.sum()),
     }
-
-
-def search_parameters(index: faiss.Index, nprobe: int, selector=None) -> faiss.SearchParameters:
-    """Per-call search parameters: cells to visit (coded indexes) and ids to skip."""
-    if isinstance(index, faiss.IndexIDMap):  # flat
-        return faiss.SearchParameters(sel=selector) if selector is not None else None
-    params = faiss.SearchParametersIVF(nprobe=nprobe)
-    if selector is not None:
-        params.sel = selector
-    quantizer = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer)
-    if isinstance(quantizer, faiss.IndexHNSW):
-        params.quantizer_params = faiss.SearchParametersHNSW(efSearch=max(64, 2 * nprobe))
-    return params

@@ -1,0 +1,390 @@
+"""The HTTP API (``copyspan api``): query, references, verdicts, metrics and the review pages.
+
+FastAPI on uvicorn, around the same ``pipeline`` the CLI uses (imported by ``copyspan api``
+only). Every ``/v1/`` route needs
+``Authorization: Bearer <token>`` (compared in constant time); ``/healthz`` and ``/readyz``
+need none (``/readyz`` answers 503 until the model and index are loaded). Queries run in a
+pool of ``api.workers`` threads; beyond ``api.queue`` more waiting, a request is answered 503
+with ``Retry-After`` at once instead of piling up. Errors are JSON (``{"error": reason}``):
+400 malformed request, 401 no or wrong token, 403 path not allowed, 404 unknown reference,
+413 too large, 422 not a decodable video, 503 saturated or not ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hmac
+import html
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from pipeline.config import Config
+from pipeline.errors import PermanentError, VideoDecodeError
+from pipeline.uploads import PathNotAllowedError, resolve_uri
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None):
+        super().__init__(reason)
+        self.status, self.reason, self.headers = status, reason, headers or {}
+
+
+def decode_status(exc: VideoDecodeError) -> int:
+    return 413 if exc.reason == "file too large" else 422
+
+
+class Engine:
+    """The model, the index and the bounded pool the routes run their work in."""
+
+    def __init__(self, config: Config, index_dir: str, roots: list[str], audit: str | None):
+        self.config, self.index_dir, self.roots = config, index_dir, roots
+        self.audit = Path(audit) if audit else None
+        self.pool = concurrent.futures.ThreadPoolExecutor(config.api.workers)
+        self.capacity = config.api.workers + config.api.queue
+        self.busy = 0
+        self.busy_lock = threading.Lock()
+        self.write_lock = threading.Lock()  # one writer of the index at a time, in this process
+        self.local = threading.local()
+        self.ready = threading.Event()
+        self.detector = None
+        self.failure: str | None = None
+        threading.Thread(target=self._load, daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            from pipeline.detector import CopyDetector
+
+            self.detector = CopyDetector(self.config)
+            index = self.index()
+            index.check_model(self.detector.embedder.model_id, self.detector.preprocess)
+            index.search(np.zeros((1, 512), np.float32), 1)  # load the segments now
+            self.ready.set()
+            log.info("ready: %d references", len(index))
+        except Exception as exc:  # /readyz says why
+            self.failure = str(exc)
+            log.error("cannot load the model or index: %s", exc)
+
+    def index(self):
+        """This thread's handle on the index (SQLite connections stay in their thread)."""
+        from pipeline.index import ReferenceIndex
+
+        if getattr(self.local, "index", None) is None:
+            self.local.index = ReferenceIndex(
+                self.index_dir, create=False, config=self.config.index
+            )
+        return self.local.index
+
+    def verdicts(self):
+        from pipeline.verdicts import Verdicts
+
+        if getattr(self.local, "verdicts", None) is None:
+            self.local.verdicts = Verdicts.beside(self.index_dir)
+        return self.local.verdicts
+
+    async def run(self, work, *args) -> Any:
+        """Run ``work`` in the pool, or refuse at once (503) when the queue is full."""
+        if not self.ready.is_set():
+            raise ApiError(503, self.failure or "loading the model and index", {"Retry-After": "5"})
+        with self.busy_lock:
+            if self.busy >= self.capacity:
+                raise ApiError(503, "saturated: too many requests in progress",
+                               {"Retry-After": str(self.config.api.retry_after_s)})  # fmt: skip
+            self.busy += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, work, *args)
+        finally:
+            with self.busy_lock:
+                self.busy -= 1
+
+    def resolve(self, uri: Any) -> Path:
+        if not isinstance(uri, str) or not uri.strip():
+            raise ApiError(400, "the request needs a string field 'uri'")
+        try:
+            return resolve_uri(uri, self.roots)
+        except PathNotAllowedError as exc:
+            raise ApiError(403, str(exc)) from exc
+
+    # ---- work run in the pool ---------------------------------------------------------------
+
+    def query(self, path: Path, query_id: str | None) -> dict:
+        index = self.index()
+        try:
+            from pipeline.streaming.matcher import query_in_windows
+
+            windows = self.detector.describe_windows(path, query_id)
+            result = query_in_windows(self.detector, index, windows)
+        except VideoDecodeError as exc:
+            raise ApiError(decode_status(exc), str(exc)) from exc
+        return self.verdicts().apply(result).to_dict()
+
+    def add_reference(self, path: Path, video_id: str | None, replace: bool) -> dict:
+        from pipeline.detector import video_id_for
+        from pipeline.index import file_sha256
+
+        video_id = video_id or video_id_for(path)
+        index = self.index()
+        try:
+            sha = file_sha256(path)
+            plan = index.plan_add(video_id, sha, replace)
+            if plan in ("unchanged", "duplicate"):
+                return {"id": video_id, "status": plan}
+            features = self.detector.describe(path, video_id, views=False)
+            with self.write_lock:
+                (status,) = index.add([(features, sha)], replace=replace)
+        except VideoDecodeError as exc:
+            raise ApiError(decode_status(exc), str(exc)) from exc
+        except PermanentError as exc:  # an id that holds other content
+            raise ApiError(409, str(exc)) from exc
+        except FileNotFoundError as exc:
+            raise ApiError(422, f"{path}: file not found") from exc
+        return {"id": video_id, "status": status}
+
+
+def create_app(
+    config: Config,
+    index_dir: str,
+    roots: list[str],
+    token: str | None,
+    audit: str | None = None,
+):
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+    engine = Engine(config, index_dir, roots, audit)
+    app = FastAPI(
+        title="copyspan", version="1", docs_url=None, redoc_url=None,
+        description="Video copy detection: which seconds of an upload copy which reference.",
+    )  # fmt: skip
+    app.state.engine = engine
+    registry = CollectorRegistry()
+    requests = Counter("copyspan_api_requests", "Requests by route and status",
+                       ["route", "status"], registry=registry)  # fmt: skip
+    latency = Histogram("copyspan_api_seconds", "Request time", ["route"], registry=registry,
+                        buckets=(0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120))  # fmt: skip
+    in_flight = Gauge("copyspan_api_in_flight", "Requests in the pool", registry=registry)
+    in_flight.set_function(lambda: engine.busy)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=exc.headers)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        started = time.perf_counter()
+        path = request.url.path
+        if path.startswith("/v1/") and token is not None:
+            header = request.headers.get("authorization", "")
+            given = header[7:] if header.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                response = JSONResponse({"error": "missing or wrong bearer token"}, 401,
+                                        headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+                requests.labels(path, "401").inc()
+                return response
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        requests.labels(name, str(response.status_code)).inc()
+        latency.labels(name).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz():
+        if engine.ready.is_set():
+            return {"status": "ready"}
+        return JSONResponse({"status": engine.failure or "loading"}, status_code=503)
+
+    @app.post("/v1/query", tags=["query"])
+    async def query(request: Request) -> dict:
+        """Match one video: JSON ``{"uri": "file:///..."}`` under the allowed roots, or a
+        multipart upload (field ``file``). Answers the query-result JSON."""
+        kind = request.headers.get("content-type", "")
+        if kind.startswith("multipart/form-data"):
+            return await _uploaded(request)
+        body = await _json(request)
+        path = engine.resolve(body.get("uri"))
+        if not path.is_file():
+            raise ApiError(422, f"{path}: file not found")
+        return await engine.run(engine.query, path, body.get("id"))
+
+    async def _uploaded(request: Request) -> dict:
+        limit = config.api.max_upload_mb * 2**20
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > limit + 2**16:
+            raise ApiError(413, f"upload over {config.api.max_upload_mb} MB")
+        with tempfile.TemporaryDirectory(prefix="copyspan-upload-") as folder:
+            try:
+                form = await request.form(max_part_size=limit)
+            except Exception as exc:  # a part over the limit, or a malformed body
+                text = str(exc)
+                raise ApiError(413 if "size" in text.lower() else 400, text) from exc
+            try:
+                upload = form.get("file")
+                if upload is None or not hasattr(upload, "read"):
+                    raise ApiError(400, "multipart upload needs a 'file' field")
+                name = Path(upload.filename or "upload.bin").name
+                target = Path(folder) / name
+                with open(target, "wb") as handle:
+                    shutil.copyfileobj(upload.file, handle)
+            finally:
+                await form.close()  # the parser's own spooled copy goes too
+            if target.stat().st_size > limit:
+                raise ApiError(413, f"upload over {config.api.max_upload_mb} MB")
+            return await engine.run(engine.query, target, Path(name).stem)
+        # the temporary folder (and the upload in it) is deleted on every way out
+
+    async def _json(request: Request) -> dict:
+        try:
+            body = await request.json()
+        except Exception as exc:
+            raise ApiError(400, f"malformed JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        return body
+
+    @app.get("/v1/references", tags=["references"])
+    async def references() -> dict:
+        refs = await engine.run(lambda: engine.index().references())
+        return {"references": [_reference(r) for r in refs]}
+
+    @app.get("/v1/references/{video_id}", tags=["references"])
+    async def reference(video_id: str) -> dict:
+        ref = await engine.run(lambda: engine.index().get(video_id))
+        if ref is None:
+            raise ApiError(404, f"no reference {video_id!r}")
+        return _reference(ref)
+
+    @app.post("/v1/references", tags=["references"], status_code=201)
+    async def add_reference(request: Request) -> dict:
+        body = await _json(request)
+        path = engine.resolve(body.get("uri"))
+        return await engine.run(engine.add_reference, path, body.get("id"),
+                                bool(body.get("replace")))  # fmt: skip
+
+    @app.delete("/v1/references/{video_id}", tags=["references"])
+    async def remove_reference(video_id: str) -> dict:
+        from pipeline.errors import UnknownReferenceError
+
+        def remove() -> dict:
+            with engine.write_lock:
+                try:
+                    engine.index().remove([video_id])
+                except UnknownReferenceError as exc:
+                    raise ApiError(404, str(exc)) from exc
+            return {"id": video_id, "status": "removed"}
+
+        return await engine.run(remove)
+
+    @app.post("/v1/verdicts", tags=["verdicts"], status_code=201)
+    async def add_verdict(request: Request) -> dict:
+        from pipeline.verdicts import VerdictError
+
+        body = await _json(request)
+        span = body.get("reference_span")
+        try:
+            verdict = engine.verdicts().mark(
+                str(body.get("query_id") or ""), str(body.get("reference_id") or ""),
+                str(body.get("verdict") or ""), str(body.get("note") or ""),
+                str(body.get("by") or "api"), body.get("query_sha256"),
+                tuple(span) if span else None,
+            )  # fmt: skip
+        except VerdictError as exc:
+            raise ApiError(400, str(exc)) from exc
+        return verdict.to_dict()
+
+    @app.get("/v1/verdicts", tags=["verdicts"])
+    async def list_verdicts(reference_id: str | None = None, query_id: str | None = None):
+        found = engine.verdicts().list(reference_id, query_id)
+        return {"verdicts": [v.to_dict() for v in found]}
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics():
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs():
+        return _docs_page(app.openapi())
+
+    @app.get("/review", response_class=HTMLResponse, tags=["review"])
+    async def review(given: str | None = Query(None, alias="token")):
+        """The audit report of ``--audit`` with buttons that record verdicts; ``?token=``
+        when the API needs one (a browser cannot send a bearer header on navigation)."""
+        if token is not None and not hmac.compare_digest((given or "").encode(), token.encode()):
+            raise ApiError(401, "the review page needs ?token=<token>")
+        if engine.audit is None:
+            raise ApiError(404, "no audit to review: start the API with --audit OUT")
+        from pipeline.report.page import build_page
+
+        return await engine.run(build_page, engine.audit, "/v1/verdicts")
+
+    return app
+
+
+def _reference(ref) -> dict:
+    return {"id": ref.id, "path": ref.path, "duration": ref.duration, "frames": ref.frames,
+            "sha256": ref.sha256, "added_at": ref.added_at}  # fmt: skip
+
+
+def _docs_page(spec: dict) -> str:
+    """The API's routes from its OpenAPI description, self-contained (no CDN)."""
+    rows = []
+    for path, methods in spec.get("paths", {}).items():
+        for method, info in methods.items():
+            text = html.escape((info.get("description") or info.get("summary") or "").strip())
+            rows.append(f"<tr><td><code>{method.upper()}</code></td><td><code>"
+                        f"{html.escape(path)}</code></td><td>{text}</td></tr>")  # fmt: skip
+    head = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>copyspan API</title>"
+        "<style>body{font:14px system-ui;margin:2em}td{padding:4px 10px;vertical-align:top}"
+        "</style></head><body><h1>copyspan API</h1><p>OpenAPI: <a href='/openapi.json'>"
+        "/openapi.json</a>. Every <code>/v1/</code> route needs <code>Authorization: "
+        "Bearer &lt;token&gt;</code>.</p><table>"
+    )
+    return head + "".join(rows) + "</table></body></html>"
+
+
+def serve_api(
+    config: Config,
+    index_dir: str,
+    roots: list[str],
+    token_file: str | None,
+    host: str,
+    port: int,
+    audit: str | None,
+    no_auth: bool,
+) -> int:
+    import uvicorn
+
+    from pipeline.errors import ConfigError
+
+    if token_file:
+        token = Path(token_file).read_text().strip()
+        if not token:
+            raise ConfigError(f"the token file {token_file} is empty")
+    elif no_auth:
+        if host not in LOOPBACK:
+            raise ConfigError("--no-auth is only allowed on a loopback address")
+        token = None
+    else:
+        raise ConfigError("--token-file is required (or --no-auth on a loopback address)")
+    if not roots:
+        raise ConfigError("--allowed-root is required")
+    app = create_app(config, index_dir, roots, token, audit)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
