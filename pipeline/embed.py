@@ -55,6 +55,10 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # Idle model threads sleep instead of spinning: spinning threads held the cores the
+        # search and frame preparation run on next (search 163 -> 64 ms per 30 s of query at
+        # 10 M frames) and made the model no faster (benchmarks/RESULTS.md, "Catalog at scale").
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = [
             p
             for p in ("CUDAExecutionProvider", "CPUExecutionProvider")

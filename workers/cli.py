@@ -98,50 +98,56 @@ def cmd_index_add(args, config: Config) -> int:
     if args.ray or args.ray_address:
         return _index_add_ray(args, config, files)
     detector = _detector(config)
-    failures = 0
+
+    def source(path: Path):
+        sha = file_sha256(path) if path.is_file() else ""  # a missing file fails on decode
+        return video_id_for(path), sha, lambda: detector.describe(path, views=False)
+
     with ReferenceIndex(args.index, config=config.index) as index:
         index.check_model(detector.embedder.model_id, detector.preprocess)
-        pending: list[tuple] = []
-        seen_ids: dict[str, Path] = {}
+        return _load(args, index, files, "indexing", ADD_BATCH, source)
 
-        def flush() -> None:
-            outcomes = index.add([(f, sha) for f, sha, _ in pending], replace=args.replace)
-            for (features, _, path), outcome in zip(pending, outcomes, strict=True):
-                report(path, features.video_id, outcome)
-            pending.clear()
 
-        def report(path: Path, video_id: str, status: str, error: str | None = None) -> None:
-            obj = {"id": video_id, "path": str(path), "status": status}
-            if error:
-                obj["error"] = error
-            _emit(
-                obj,
-                args.json,
-                f"{status:9s} {video_id}  {path}" + (f"  ({error})" if error else ""),
-            )
+def _load(args, index, files: list[Path], what: str, batch: int, source) -> int:
+    """Add ``files`` to ``index`` in batches, one status line each (index add and import).
+    ``source(path)`` -> (id, content hash, a function that makes the features), or raises."""
+    pending: list[tuple] = []
+    seen: dict[str, Path] = {}
+    failures = 0
 
-        for path in _progress(files, "indexing", args.quiet):
-            video_id = video_id_for(path)
-            try:
-                if video_id in seen_ids:
-                    raise PermanentError(f"id {video_id!r} also given by {seen_ids[video_id]}")
-                sha = file_sha256(path) if path.is_file() else ""
-                plan = index.plan_add(video_id, sha, args.replace) if sha else "add"
-                if plan in ("unchanged", "duplicate"):
-                    report(path, video_id, plan)
-                    continue
-                features = detector.describe(path, video_id, views=False)
-                seen_ids[video_id] = path
-                pending.append((features, sha, path))
-                if len(pending) >= ADD_BATCH:
-                    flush()
-            except (CopyspanError, OSError) as exc:
-                failures += 1
-                log.error("%s", exc)
-                report(path, video_id, "failed", str(exc))
-        flush()
-        print(json.dumps(index.info()), file=sys.stderr)
-        compact_if_due(index, args)
+    def report(path: Path, video_id: str, status: str, error: str | None = None) -> None:
+        obj = {"id": video_id, "path": str(path), "status": status}
+        if error:
+            obj["error"] = error
+        _emit(obj, args.json, f"{status:9s} {video_id}  {path}" + (f"  ({error})" if error else ""))
+
+    def flush() -> None:
+        outcomes = index.add([(f, sha) for f, sha, _ in pending], replace=args.replace)
+        for (features, _, path), outcome in zip(pending, outcomes, strict=True):
+            report(path, features.video_id, outcome)
+        pending.clear()
+
+    for path in _progress(files, what, args.quiet):
+        video_id = path.stem
+        try:
+            video_id, sha, features = source(path)
+            if video_id in seen:
+                raise PermanentError(f"id {video_id!r} also given by {seen[video_id]}")
+            plan = index.plan_add(video_id, sha, args.replace) if sha else "add"
+            if plan in ("unchanged", "duplicate"):  # nothing is decoded or written
+                report(path, video_id, plan)
+                continue
+            seen[video_id] = path
+            pending.append((features(), sha, path))
+            if len(pending) >= batch:
+                flush()
+        except (CopyspanError, OSError) as exc:
+            failures += 1
+            log.error("%s", exc)
+            report(path, video_id, "failed", str(exc))
+    flush()
+    print(json.dumps(index.info()), file=sys.stderr)
+    compact_if_due(index, args)
     return 1 if failures else 0
 
 
@@ -261,55 +267,22 @@ def cmd_index_import(args, config: Config) -> int:
     )  # fmt: skip
     if not files:
         raise PermanentError("no descriptor files (.npz) found in the given paths")
-    failures = 0
     with ReferenceIndex(args.index, config=config.index) as index:
-        pending: list[tuple] = []
-        seen: dict[str, Path] = {}
-        model = (index.model, index.catalog.meta("preprocess"))
+        model = [index.model, index.catalog.meta("preprocess")]
 
-        def report(path: Path, video_id: str, status: str, error: str | None = None) -> None:
-            obj = {"id": video_id, "path": str(path), "status": status}
-            if error:
-                obj["error"] = error
-            line = f"{status:9s} {video_id}  {path}" + (f"  ({error})" if error else "")
-            _emit(obj, args.json, line)
+        def source(path: Path):
+            found = read_descriptor_file(path)
+            features = found.features
+            if model[0] is None:  # an empty index takes the first file's model
+                model[:] = [features.model, features.preprocess]
+            if [features.model, features.preprocess or model[1]] != model:
+                raise ModelMismatchError(
+                    f"described with model {features.model!r} and frame preparation "
+                    f"{features.preprocess!r}; the index holds {model[0]!r} and {model[1]!r}"
+                )
+            return features.video_id, found.sha256, lambda: features
 
-        def flush() -> None:
-            outcomes = index.add([(f, sha) for f, sha, _ in pending], replace=args.replace)
-            for (features, _, path), outcome in zip(pending, outcomes, strict=True):
-                report(path, features.video_id, outcome)
-            pending.clear()
-
-        for path in _progress(files, "importing", args.quiet):
-            video_id = path.stem
-            try:
-                found = read_descriptor_file(path)
-                features, video_id = found.features, found.features.video_id
-                if video_id in seen:
-                    raise PermanentError(f"id {video_id!r} also given by {seen[video_id]}")
-                if model[0] is None:  # an empty index takes the first file's model
-                    model = (features.model, features.preprocess)
-                if (features.model, features.preprocess or model[1]) != model:
-                    raise ModelMismatchError(
-                        f"described with model {features.model!r} and frame preparation "
-                        f"{features.preprocess!r}; the index holds {model[0]!r} and {model[1]!r}"
-                    )
-                plan = index.plan_add(video_id, found.sha256, args.replace)
-                if plan in ("unchanged", "duplicate"):
-                    report(path, video_id, plan)
-                    continue
-                seen[video_id] = path
-                pending.append((features, found.sha256, path))
-                if len(pending) >= IMPORT_BATCH:
-                    flush()
-            except (CopyspanError, OSError) as exc:
-                failures += 1
-                log.error("%s", exc)
-                report(path, video_id, "failed", str(exc))
-        flush()
-        print(json.dumps(index.info()), file=sys.stderr)
-        compact_if_due(index, args)
-    return 1 if failures else 0
+        return _load(args, index, files, "importing", IMPORT_BATCH, source)
 
 
 def cmd_live(args, config: Config) -> int:

@@ -46,7 +46,7 @@ from pipeline.errors import (
 )
 from pipeline.index.catalog import FORMAT_VERSION, Catalog, Reference, now
 from pipeline.index.segments import LocalSearcher, Searcher, split_ids
-from pipeline.index.structure import FLAT, Structure, choose_structure
+from pipeline.index.structure import FLAT, Structure, choose_structure, default_nprobe
 from pipeline.index.vectors import VectorCache, sample_vectors, vector_path, write_vectors
 from pipeline.pooling import video_descriptor
 from pipeline.records import VideoFeatures
@@ -157,6 +157,13 @@ class ReferenceIndex:
     def shards(self) -> int:
         return int(self.catalog.meta("shards") or self.config.shards)
 
+    def nprobe(self) -> int:
+        """Cells a query vector visits in coded segments (0 while there are none)."""
+        structure = self.structure()
+        if structure.kind != "ivfpq":
+            return 0
+        return self.config.nprobe or default_nprobe(structure.nlist)
+
     def structure(self) -> Structure:
         """The structure coded segments are made of (flat while there are none)."""
         training = self.catalog.meta_json("training")
@@ -178,6 +185,7 @@ class ReferenceIndex:
             "whitening_frames": whitening.frames if whitening else None,  # frames it was fitted on
             "kind": self.config.kind,
             "structure": self.structure().to_dict(),
+            "nprobe": self.nprobe(),  # cells searched per query vector, now
             "training": self.catalog.meta_json("training"),
             "recommended": choose_structure(frames, dim, self.config).to_dict(),
             "segments": {

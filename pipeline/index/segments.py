@@ -22,6 +22,7 @@ import faiss
 import numpy as np
 
 from pipeline.index.catalog import Catalog, Segment, Snapshot, Tombstone
+from pipeline.index.structure import default_nprobe
 from pipeline.index.vectors import read_embeddings
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ class LocalSearcher:
         self.shards = None if shards is None else set(shards)
         self.loaded: dict[int, LoadedSegment] = {}
         self.generation = -1
-        self.trained_nprobe = 32  # the structure's own, read with each new generation
+        self.trained_nprobe = 16  # the structure's own, read with each new generation
 
     @property
     def approximate(self) -> bool:
@@ -231,7 +232,7 @@ class LocalSearcher:
         for seg, loaded in self.loaded.items():
             loaded.set_tombstones(by_segment.get(seg, []))
         trained = self.catalog.meta_json("training") or {}
-        self.trained_nprobe = int(trained.get("structure", {}).get("nprobe", 0)) or 32
+        self.trained_nprobe = default_nprobe(int(trained.get("structure", {}).get("nlist", 0)))
         self.generation = snapshot.generation
 
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

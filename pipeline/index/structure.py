@@ -84,11 +84,16 @@ def choose_structure(vectors: int, dim: int, config: IndexConfig) -> Structure:
             f"index.memory_gb={config.memory_gb} cannot hold {vectors} vectors even as 8-byte "
             "codes: raise it or split the index into shards (index.shards, on Ray)"
         )
-    # Cells per query vector: on the development seed F1 and pair recall did not move from 16
-    # to 128 cells at 10 M frames; 64 keeps per-frame recall in hand within the latency target.
-    nprobe = config.nprobe or max(16, min(64, nlist // 64))
+    nprobe = config.nprobe or default_nprobe(nlist)
     quantizer = f"IVF{nlist}_HNSW32" if nlist >= 4096 else f"IVF{nlist}"
     return Structure("ivfpq", f"{quantizer},PQ{fitting[0]}x4fs", nlist, fitting[0], nprobe)
+
+
+def default_nprobe(nlist: int) -> int:
+    """Cells a query vector visits. On the development seed (1) at 10 M frames F1 and pair
+    recall are the same from 16 to 128 cells (benchmarks.structures --nprobe); twice the
+    least."""
+    return max(16, min(64, nlist // 128))
 
 
 def train_size(structure: Structure, config: IndexConfig) -> int:
