@@ -363,12 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "rows.json").write_text(json.dumps(rows, indent=1, default=str))
     index.close()
 
-    markdown = render(rows, realism, args)
-    print(markdown)
-    plot(rows, REPO / "benchmarks" / "scale.png")
-    if not args.no_write:
-        update_results("scale", markdown)
-    return 0
+    return publish(rows, realism, args)
 
 
 def remeasure(work: Path, data: Path, queries: list[Path], realism: dict, args) -> int:
@@ -388,6 +383,11 @@ def remeasure(work: Path, data: Path, queries: list[Path], realism: dict, args) 
     rows[-1].update(score(run_queries(catalog, queries, work), data / "gt.csv", work))
     rows[-1]["nprobe"] = info["nprobe"]
     (work / "rows.json").write_text(json.dumps(rows, indent=1, default=str))
+    return publish(rows, realism, args)
+
+
+def publish(rows: list[dict], realism: dict, args) -> int:
+    """Print the section, draw the plot and (unless --no-write) update RESULTS.md."""
     markdown = render(rows, realism, args)
     print(markdown)
     plot(rows, REPO / "benchmarks" / "scale.png")
