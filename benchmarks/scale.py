@@ -251,6 +251,18 @@ def copied_vectors(data: Path, work: Path, refs: dict[str, int]) -> tuple[np.nda
         return data_["vectors"], [refs[str(o)] for o in data_["owners"]]
 
 
+def exact_neighbours(
+    index: ReferenceIndex, data: Path, work: Path, nums: dict[str, int]
+) -> tuple[np.ndarray, list[int], ExactNeighbours]:
+    """The copied query vectors, their references' nums, and their exact nearest frames over
+    every frame ``index`` holds now (brute force; distractors added later are fed to it)."""
+    vectors, truth = copied_vectors(data, work, nums)
+    exact = ExactNeighbours(vectors)
+    for ref in index.references():
+        exact.add(ref.num, index.features(ref).embeddings)
+    return vectors, truth, exact
+
+
 def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -309,10 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     for features in refs.values():
         index.add([(features, features.video_id)])
         nums[features.video_id] = index.get(features.video_id).num
-    vectors, truth = copied_vectors(data, work, nums)
-    exact = ExactNeighbours(vectors)
-    for ref in index.references():
-        exact.add(ref.num, index.features(ref).embeddings)
+    vectors, truth, exact = exact_neighbours(index, data, work, nums)
 
     number, frames = 0, index.info()["frames"]
 
@@ -374,10 +383,7 @@ def remeasure(work: Path, data: Path, queries: list[Path], realism: dict, args) 
     config = load_config()
     with ReferenceIndex(catalog, create=False, config=config.index) as index:
         nums = {r.id: r.num for r in index.references() if not r.id.startswith("distractor-")}
-        vectors, truth = copied_vectors(data, work, nums)
-        exact = ExactNeighbours(vectors)
-        for ref in index.references():  # brute force over every catalog frame
-            exact.add(ref.num, index.features(ref).embeddings)
+        vectors, truth, exact = exact_neighbours(index, data, work, nums)
         info = index.info()
     rows[-1]["recall"] = search_recall(catalog, vectors, truth, exact)
     rows[-1].update(score(run_queries(catalog, queries, work), data / "gt.csv", work))
