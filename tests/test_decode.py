@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,3 +146,26 @@ def test_limits(tmp_path, config):
     assert _reason(clip, small) == "resolution over limit"
     tiny = dataclasses.replace(config.decode, max_file_bytes=10)
     assert _reason(clip, tiny) == "file too large"
+
+
+def _rss_mb() -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS")).split()[1]) / 1024
+
+
+def test_decord_does_not_decode_ahead_while_a_window_is_embedded(tmp_path, photos, config):
+    """decord keeps decoding full-size frames past the last one read while the caller is busy
+    (dmlc/decord#157): on a long 720p upload that was gigabytes per window. The reader must be
+    parked between windows, so a pause costs no memory."""
+    from benchmarks.edits import Part, compose
+
+    upload = compose([Part(photos["astronaut"], 40.0, photo=True)], tmp_path / "hd.mp4",
+                     canvas=(1280, 720))  # fmt: skip
+    cfg = dataclasses.replace(config.decode, fps=1.0)
+    windows = DecordReader().windows(upload, probe(upload, cfg), cfg, size=5)
+    next(windows)
+    before = _rss_mb()
+    time.sleep(4)  # the caller embeds the window; unparked, decord reads ~200 MB ahead by now
+    grown = _rss_mb() - before
+    assert grown < 80, f"{grown:.0f} MB decoded ahead during the pause"
+    assert sum(len(w.frames) for w in windows) == 35  # and the rest still reads in order
