@@ -45,6 +45,7 @@ class EmbedConfig:
     batch_size: int
     threads: int
     runtime: str  # auto | onnxruntime | torch: what runs the SSCD exports
+    reuse_diff: float  # grey levels: a frame this close to the last embedded one reuses it
 
     def validate(self) -> None:
         _check(
@@ -56,6 +57,7 @@ class EmbedConfig:
             "embed.torchscript_path is required when embed.model is torchscript",
         )
         _check(self.batch_size > 0 and self.threads >= 0, "embed.batch_size/threads invalid")
+        _check(0 <= self.reuse_diff <= 255, "embed.reuse_diff must be in [0, 255]")
         _check(
             self.runtime in ("auto", "onnxruntime", "torch"),
             "embed.runtime must be auto, onnxruntime or torch",

@@ -16,7 +16,7 @@ from pipeline.config import Config
 from pipeline.decode import decode_windows
 from pipeline.embed import Embedder, make_embedder
 from pipeline.index import Reference, ReferenceIndex
-from pipeline.keyframes import Keyframes, expand, select_keyframes
+from pipeline.keyframes import Keyframes, expand, repeated_frames, select_keyframes
 from pipeline.pooling import pool, pooling_weights
 from pipeline.records import Match, QueryResult, SampledFrames, VideoFeatures
 from pipeline.refine import boundary_windows, read_frames, refine_matches
@@ -42,22 +42,37 @@ class PreparedFrames:
     frames: np.ndarray  # [N, H, W, 3] sampled frames, borders cropped: embedded first
     weights: np.ndarray  # [N] evidence weight of each frame
     views: dict[str, View]  # name -> (sampled frames it applies to, pixels from frames)
+    source: np.ndarray  # [N] the frame whose descriptor each frame takes (repeated_frames)
 
-    def view_batches(self, keys: Keyframes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Pixels to embed for each view: only for kept frames whose runs the view covers."""
+    def unique_frames(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the frames the model must see, take): frame i's descriptor is the model's output
+        row ``take[i]``; a repeated picture is embedded once."""
+        embedded, take = np.unique(self.source, return_inverse=True)
+        frames = self.frames if len(embedded) == len(self.frames) else self.frames[embedded]
+        return frames, take
+
+    def view_batches(self, keys: Keyframes) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Pixels to embed for each view, only for kept frames whose runs the view covers and
+        once per repeated picture: name -> (rows, pixels, take); row ``rows[i]``'s view
+        descriptor is the model's output row ``take[i]``."""
         batches = {}
         for name, (sampled_rows, crop) in self.views.items():
             rows = np.unique(keys.run[sampled_rows])
-            batches[name] = (rows, np.ascontiguousarray(crop(self.frames[keys.kept[rows]])))
+            _, first, take = np.unique(
+                self.source[keys.kept[rows]], return_index=True, return_inverse=True
+            )
+            pixels = crop(self.frames[keys.kept[rows[first]]])
+            batches[name] = (rows, np.ascontiguousarray(pixels), take)
         return batches
 
 
 def prepare_frames(sampled: SampledFrames, config: Config, views: bool = True) -> PreparedFrames:
-    """Borders cropped, evidence weights and (for queries) extra views."""
+    """Borders cropped, evidence weights, repeated pictures and (for queries) extra views."""
     frames = crop_borders(sampled.frames) if config.suppress.crop_borders else sampled.frames
     weights = frame_weights(frames) if config.suppress.blank_frames else np.ones(len(frames))
     found = query_views(frames, config.views) if views else {}
-    return PreparedFrames(sampled, frames, weights.astype(np.float32), found)
+    source = repeated_frames(frames, config.embed.reuse_diff)
+    return PreparedFrames(sampled, frames, weights.astype(np.float32), found, source)
 
 
 def build_features(
@@ -178,13 +193,15 @@ class CopyDetector:
     ) -> VideoFeatures:
         started = time.perf_counter()
         prepared = prepare_frames(sampled, self.config, views)
-        embeddings = self.embedder.embed(prepared.frames)
+        pixels, take = prepared.unique_frames()
+        embeddings = self.embedder.embed(pixels)[take]
         keys = select_keyframes(embeddings, sampled.starts, sampled.ends, self.config.keyframes)
         view_embeddings = {
-            name: (rows, self.embedder.embed(pixels))
-            for name, (rows, pixels) in prepared.view_batches(keys).items()
+            name: (rows, self.embedder.embed(pixels)[take])
+            for name, (rows, pixels, take) in prepared.view_batches(keys).items()
         }
-        log.debug("described %s: kept %d of %d frames", video_id, len(keys.kept), len(embeddings))
+        log.debug("described %s: embedded %d, kept %d of %d frames", video_id, len(pixels),
+                  len(keys.kept), len(embeddings))  # fmt: skip
         timings = {"decode": decode_s, "embed": time.perf_counter() - started}
         return build_features(
             prepared, keys, embeddings, view_embeddings, video_id, self.embedder.model_id,

@@ -9,6 +9,11 @@ pixel test (thumbnail correlation) merged frames whose descriptors still differe
 its span is the union of the run's spans, so reported times stay true, and alignment puts it
 back on the sampling grid (``expand``). Query views (pipeline/views.py) are embedded for kept
 frames only.
+
+Before any of that, ``repeated_frames`` finds the frames that need no model call at all: a frame
+whose every thumbnail block is within ``embed.reuse_diff`` grey levels of the last frame embedded
+takes that frame's descriptor (a held shot, a still, a slide). The test is on absolute block
+levels, not correlation, so fades, flashes and a small moving inset all count as changes.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import KeyframesConfig
+from pipeline.views import block_means
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,24 @@ def select_keyframes(
     run_ends = np.array([ends[b - 1] for _, b in runs], dtype=np.float64)
     run = np.repeat(np.arange(len(runs)), [b - a for a, b in runs])
     return Keyframes(kept, run_starts, run_ends, run)
+
+
+def repeated_frames(frames: np.ndarray, max_diff: float) -> np.ndarray:
+    """[N] for each frame, the frame whose descriptor it takes: itself (embedded), or the last
+    embedded frame before it when no block of their 18 x 32 grey thumbnails differs by more than
+    ``max_diff`` grey levels (0 embeds every frame). Compared with the last embedded frame, not
+    the previous one, so a slow drift is embedded again once it adds up."""
+    source = np.arange(len(frames))
+    if max_diff <= 0 or len(frames) < 2:
+        return source
+    means = block_means(frames)
+    anchor = 0
+    for i in range(1, len(frames)):
+        if float(np.abs(means[i] - means[anchor]).max()) <= max_diff:
+            source[i] = anchor
+        else:
+            anchor = i
+    return source
 
 
 def expand(starts: np.ndarray, ends: np.ndarray, fps: float):

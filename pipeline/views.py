@@ -250,8 +250,8 @@ def _full_lines(coverage: np.ndarray, min_coverage: float = 0.9) -> list[int]:
 THUMB = (18, 32)  # rows, columns of the shot-cut thumbnails
 
 
-def thumbnails(frames: np.ndarray) -> np.ndarray:
-    """[N, 18*32] zero-mean, unit-norm grey thumbnails (block averages)."""
+def _block_sums(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """([N, 18*32] grey-level sums of the blocks of an 18 x 32 grid, [18*32] block areas)."""
     n, h, w, _ = frames.shape
     rows = np.linspace(0, h, THUMB[0] + 1).astype(int)
     cols = np.linspace(0, w, THUMB[1] + 1).astype(int)
@@ -271,6 +271,18 @@ def thumbnails(frames: np.ndarray) -> np.ndarray:
             - table[:, rows[1:]][:, :, cols[:-1]]
             + table[:, rows[:-1]][:, :, cols[:-1]]
         ).reshape(n, -1)
+    return sums, np.outer(np.diff(rows), np.diff(cols)).reshape(-1).astype(np.float32)
+
+
+def block_means(frames: np.ndarray) -> np.ndarray:
+    """[N, 18*32] mean grey level (0-255) of each block of an 18 x 32 grid over every frame."""
+    sums, areas = _block_sums(frames)
+    return sums / np.maximum(areas, 1.0)
+
+
+def thumbnails(frames: np.ndarray) -> np.ndarray:
+    """[N, 18*32] zero-mean, unit-norm grey thumbnails (block sums)."""
+    sums, _ = _block_sums(frames)
     sums -= sums.mean(axis=1, keepdims=True)
     return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-6)
 

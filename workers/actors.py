@@ -112,11 +112,12 @@ class EmbedActor:
         started = time.perf_counter()
         prepared = decoded["prepared"]
         sampled = prepared.sampled
-        embeddings = await self._embed(prepared.frames)
+        pixels, take = prepared.unique_frames()
+        embeddings = (await self._embed(pixels))[take]
         keys = select_keyframes(embeddings, sampled.starts, sampled.ends, self.config.keyframes)
         view_embeddings = {
-            name: (rows, await self._embed(pixels))
-            for name, (rows, pixels) in prepared.view_batches(keys).items()
+            name: (rows, (await self._embed(pixels))[take])
+            for name, (rows, pixels, take) in prepared.view_batches(keys).items()
         }
         # "embed" covers preparation too, as in the single-process path's timings.
         embed_s = decoded["prepare_s"] + time.perf_counter() - started
