@@ -83,15 +83,22 @@ def index_of_references(work: Path) -> Path:
 
 
 def measure(path: Path, index_dir: Path) -> dict:
-    """One ``copyspan query`` in a fresh process: its peak RSS, wall time and result."""
+    """One ``copyspan query`` in a fresh process: its peak RSS, wall time and result. Its
+    progress (media seconds read, RSS) goes to ``progress-<upload>.jsonl`` beside the upload."""
     started = time.perf_counter()
-    process = subprocess.run(
-        [sys.executable, "-m", "benchmarks.long", "--worker", str(path), str(index_dir)],
-        capture_output=True, text=True, check=True, cwd=REPO,
-    )  # fmt: skip
+    with open(path.with_name(f"progress-{path.stem}.jsonl"), "w") as progress:
+        process = subprocess.run(
+            [sys.executable, "-m", "benchmarks.long", "--worker", str(path), str(index_dir)],
+            stdout=subprocess.PIPE, stderr=progress, text=True, check=True, cwd=REPO,
+        )  # fmt: skip
     row = json.loads(process.stdout.strip().splitlines()[-1])
     row["wall"] = time.perf_counter() - started
     return row
+
+
+def _memory_kb(field: str) -> int:
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:"))
 
 
 def worker(path: Path, index_dir: Path) -> None:
@@ -101,11 +108,17 @@ def worker(path: Path, index_dir: Path) -> None:
 
     config = load_config()
     detector = CopyDetector(config)
+    started = time.perf_counter()
+
+    def progress(streaming, changed) -> None:
+        media = float(streaming.last.ends[-1]) if len(streaming.last) else 0.0
+        line = {"media_s": round(media, 1), "wall_s": round(time.perf_counter() - started, 1),
+                "rss_kb": _memory_kb("VmRSS"), "hwm_kb": _memory_kb("VmHWM")}  # fmt: skip
+        print(json.dumps(line), file=sys.stderr, flush=True)
+
     with ReferenceIndex(index_dir, create=False, config=config.index) as index:
-        result = detector.query(path, index)
-    hwm = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
-               if line.startswith("VmHWM:"))  # fmt: skip
-    print(json.dumps({"rss_kb": hwm, "result": result.to_dict()}))
+        result = detector.query(path, index, on_window=progress)
+    print(json.dumps({"rss_kb": _memory_kb("VmHWM"), "result": result.to_dict()}))
 
 
 def early_alert(upload: Path, index_dir: Path, work: Path, wait_final: bool) -> dict:
@@ -180,8 +193,31 @@ def main(argv: list[str] | None = None) -> int:
     markdown = render(rows, early, args)
     print(markdown)
     if not args.no_write:
+        plot(work, rows, REPO / "benchmarks" / "long.png")
         update_results("long uploads", markdown)
     return 0
+
+
+def plot(work: Path, rows: list[dict], target: Path) -> None:
+    """Resident memory against media time read, one line per upload (the progress files)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for row in rows:
+        log = work / f"progress-upload-{row['seconds']}s.jsonl"
+        lines = log.read_text().splitlines() if log.exists() else []
+        points = [json.loads(x) for x in lines if x.startswith("{")]
+        ax.plot([p["media_s"] / 60 for p in points], [p["rss_kb"] / 2**20 for p in points],
+                ".-", label=f"{row['seconds'] / 60:.0f}-min upload")  # fmt: skip
+    ax.axhline(2, color="grey", linestyle=":", label="target 2 GB")
+    ax.set(xlabel="minutes of the upload read", ylabel="query process RSS (GiB)", ylim=(0, None),
+           title="copyspan query on long 720p uploads")  # fmt: skip
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
 
 
 def _found(result: dict) -> str:
@@ -235,7 +271,8 @@ def render(rows: list[dict], early: dict | None, args) -> str:
                 else "the final alert was not waited for (it comes once the whole hour is read)."
             ),
         ]
-    lines += ["", "<!-- /bench:long uploads -->"]
+    lines += ["", "Memory against the media read: [long.png](long.png).", "",
+              "<!-- /bench:long uploads -->"]  # fmt: skip
     return "\n".join(lines)
 
 
