@@ -54,7 +54,7 @@ def make_upload(work: Path, seconds: int) -> Path:
                  Part(photos["rocket"], 40.0, photo=True), Part(clips["box"], 10.0, start=5.0),
                  Part(photos["grass"], 40.0, photo=True), Part(photos["text"], 40.0, photo=True)],
                 loop, canvas=HD)  # fmt: skip
-    rest = seconds - COPY[1]
+    rest = seconds - COPY[1] - 1.0  # a second short: 4 h exactly would round past the limit
     tail = work / f"tail-{seconds}s.mp4"
     run_ffmpeg(["-stream_loop", "-1", "-i", str(loop), "-t", f"{rest:.3f}", "-c", "copy",
                 str(tail)])  # fmt: skip
