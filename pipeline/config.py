@@ -29,9 +29,11 @@ class DecodeConfig:
     max_pixels: int
     max_file_bytes: int
     batch_frames: int
+    pyav_after_s: float  # longer videos are read with PyAV (forward, no whole-file state)
 
     def validate(self) -> None:
         _check(self.backend in ("decord", "pyav"), "decode.backend must be decord or pyav")
+        _check(self.pyav_after_s > 0, "decode.pyav_after_s must be > 0")
         _check(0 < self.fps <= 30, "decode.fps must be in (0, 30]")
         _check(32 <= self.short_side <= 1024, "decode.short_side must be in [32, 1024]")
         _check(self.max_duration_s > 0 and self.max_pixels > 0, "decode limits must be > 0")

@@ -3,6 +3,7 @@
 Two backends share one contract (``VideoReader``): decord (default, fast) and PyAV. decord is
 checked for broken timestamps (seen on real AVI files) and any decord failure falls back to
 PyAV, so that a file either decodes with true times or fails with one ``VideoDecodeError``.
+A video longer than ``decode.pyav_after_s`` (a long upload) is read with PyAV, which reads forward.
 
 Sampling grid: with rate ``fps`` the video is cut into spans ``[k/fps, (k+1)/fps)`` tiling
 ``[0, duration]``; span k is represented by the frame on screen at its centre. Reported times
@@ -284,7 +285,8 @@ def decode_windows(
     path: str | Path, config: DecodeConfig, size: int | None = None
 ) -> Iterator[SampledFrames]:
     """Sample ``path`` at ``config.fps``, ``size`` sampled frames at a time (default: all in
-    one), so memory holds one window of pixels whatever the duration. Raises
+    one), so memory holds one window of pixels whatever the duration; a video longer than
+    ``config.pyav_after_s`` is read with PyAV whatever ``config.backend`` says. Raises
     ``VideoDecodeError`` with a reason on failure; a decord failure falls back to PyAV, which
     goes on after the frames decord already delivered."""
     path = Path(path)
@@ -292,6 +294,13 @@ def decode_windows(
     size = size or math.ceil(config.max_duration_s * config.fps) + 1
     delivered = 0
     reader = READERS[config.backend]()
+    if info.duration > config.pyav_after_s:
+        # A long video: PyAV reads forward. decord holds state for the whole file from the
+        # first read (0.2 GB more for a 4-hour 720p file than a 15-minute one) and seeks at
+        # every window; PyAV read the same windows in 150 MB and half the time
+        # (benchmarks/RESULTS.md, "Long uploads"). Chosen by length, not by how the video is
+        # read, so whole and windowed decoding of one file see the same pixels.
+        reader = PyAVReader()
     if reader.name != PyAVReader.name:
         try:
             for window in reader.windows(path, info, config, size):

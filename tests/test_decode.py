@@ -12,6 +12,7 @@ import pytest
 from pipeline.decode import (
     DecordReader,
     PyAVReader,
+    concat_sampled,
     decode_video,
     pick_frames,
     probe,
@@ -169,3 +170,30 @@ def test_decord_does_not_decode_ahead_while_a_window_is_embedded(tmp_path, photo
     grown = _rss_mb() - before
     assert grown < 80, f"{grown:.0f} MB decoded ahead during the pause"
     assert sum(len(w.frames) for w in windows) == 35  # and the rest still reads in order
+
+
+def test_a_long_video_is_read_forward_with_pyav(tmp_path, photos, config, monkeypatch):
+    """decord's whole-file state and per-window seeks cost memory and time on long videos: past
+    ``decode.pyav_after_s`` PyAV reads, whether whole or in windows (the same pixels either
+    way); shorter videos keep the configured backend (and the benchmark's results)."""
+    from benchmarks.edits import Part, compose
+    from pipeline import decode
+
+    video = compose([Part(photos["astronaut"], 12.0, photo=True)], tmp_path / "v.mp4")
+    used = []
+    for cls in (DecordReader, PyAVReader):
+        real = cls.windows
+
+        def spy(self, *args, _real=real, **kwargs):
+            used.append(self.name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "windows", spy)
+    long = dataclasses.replace(config.decode, fps=1.0, pyav_after_s=10.0)
+    windows = list(decode.decode_windows(video, long, size=5))
+    whole = decode.decode_video(video, long)
+    assert used == ["pyav", "pyav"] and [len(w.frames) for w in windows] == [5, 5, 2]
+    np.testing.assert_array_equal(concat_sampled(windows).frames, whole.frames)
+    used.clear()
+    short = dataclasses.replace(long, pyav_after_s=20.0)
+    assert len(decode.decode_video(video, short).frames) == 12 and used == ["decord"]
