@@ -210,8 +210,12 @@ def plot(work: Path, rows: list[dict], target: Path) -> None:
         log = work / f"progress-upload-{row['seconds']}s.jsonl"
         lines = log.read_text().splitlines() if log.exists() else []
         points = [json.loads(x) for x in lines if x.startswith("{")]
-        ax.plot([p["media_s"] / 60 for p in points], [p["rss_kb"] / 2**20 for p in points],
-                ".-", label=f"{row['seconds'] / 60:.0f}-min upload")  # fmt: skip
+        minutes = [p["media_s"] / 60 for p in points]
+        name = f"{row['seconds'] / 60:.0f}-min upload"
+        line = ax.plot(minutes, [p["rss_kb"] / 2**20 for p in points], ".-",
+                       label=f"{name}: after each window")  # fmt: skip
+        ax.plot(minutes, [p["hwm_kb"] / 2**20 for p in points], "--",
+                color=line[0].get_color(), label=f"{name}: peak so far")  # fmt: skip
     ax.axhline(2, color="grey", linestyle=":", label="target 2 GB")
     ax.set(xlabel="minutes of the upload read", ylabel="query process RSS (GiB)", ylim=(0, None),
            title="copyspan query on long 720p uploads")  # fmt: skip

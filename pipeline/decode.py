@@ -260,13 +260,14 @@ def _sampled(
 
 def _sampled_open(path: Path, frames: np.ndarray, first: int, info: VideoInfo, fps: float):
     """A window before the end of the video (PyAV learns the duration only at the end): its
-    spans are whole sampling periods."""
+    spans are whole sampling periods, its duration the header's (at least what it covers), so
+    a window is known not to be the last one."""
     starts = (first + np.arange(len(frames), dtype=np.float64)) / fps
     ends = starts + 1.0 / fps
     return SampledFrames(
         path=str(path), frames=frames, times=(starts + ends) / 2, starts=starts, ends=ends,
-        duration=float(ends[-1]), native_fps=info.fps, width=info.width, height=info.height,
-        first=first,
+        duration=max(float(ends[-1]), info.duration), native_fps=info.fps, width=info.width,
+        height=info.height, first=first,
     )  # fmt: skip
 
 

@@ -193,6 +193,8 @@ def test_a_long_video_is_read_forward_with_pyav(tmp_path, photos, config, monkey
     windows = list(decode.decode_windows(video, long, size=5))
     whole = decode.decode_video(video, long)
     assert used == ["pyav", "pyav"] and [len(w.frames) for w in windows] == [5, 5, 2]
+    # a window before the end says how long the video is: it is not taken for the last one
+    assert all(abs(w.duration - 12.0) < 0.1 for w in windows)
     np.testing.assert_array_equal(concat_sampled(windows).frames, whole.frames)
     used.clear()
     short = dataclasses.replace(long, pyav_after_s=20.0)
