@@ -29,7 +29,7 @@ from pathlib import Path
 from benchmarks import footage
 from benchmarks.build_dataset import build
 from benchmarks.edits import Part, compose, run_ffmpeg
-from benchmarks.run import REPO, section_header, update_results, videos
+from benchmarks.run import REPO, process_memory_kb, section_header, update_results, videos
 
 HD = (1280, 720)
 COPY = (60.0, 90.0)  # where the copy sits in every upload
@@ -96,11 +96,6 @@ def measure(path: Path, index_dir: Path) -> dict:
     return row
 
 
-def _memory_kb(field: str) -> int:
-    status = Path("/proc/self/status").read_text().splitlines()
-    return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:"))
-
-
 def worker(path: Path, index_dir: Path) -> None:
     from pipeline.config import load_config
     from pipeline.detector import CopyDetector
@@ -113,12 +108,12 @@ def worker(path: Path, index_dir: Path) -> None:
     def progress(streaming, changed) -> None:
         media = float(streaming.last.ends[-1]) if len(streaming.last) else 0.0
         line = {"media_s": round(media, 1), "wall_s": round(time.perf_counter() - started, 1),
-                "rss_kb": _memory_kb("VmRSS"), "hwm_kb": _memory_kb("VmHWM")}  # fmt: skip
+                "rss_kb": process_memory_kb("VmRSS"), "hwm_kb": process_memory_kb()}  # fmt: skip
         print(json.dumps(line), file=sys.stderr, flush=True)
 
     with ReferenceIndex(index_dir, create=False, config=config.index) as index:
         result = detector.query(path, index, on_window=progress)
-    print(json.dumps({"rss_kb": _memory_kb("VmHWM"), "result": result.to_dict()}))
+    print(json.dumps({"rss_kb": process_memory_kb(), "result": result.to_dict()}))
 
 
 def early_alert(upload: Path, index_dir: Path, work: Path, wait_final: bool) -> dict:

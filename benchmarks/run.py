@@ -175,6 +175,15 @@ def run_vpdq(data: Path, work: Path, durations: dict[str, float]) -> MethodRun:
     return MethodRun("vPDQ 0.2.5 + threatexchange matcher", boxes, seconds, note=note)
 
 
+def process_memory_kb(field: str = "VmHWM") -> int:
+    """A memory figure of this process from /proc/self/status, in KiB: ``VmRSS`` now, or
+    ``VmHWM`` its peak (unlike ru_maxrss, not inherited from the parent that forked it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return 0
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

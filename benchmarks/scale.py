@@ -45,7 +45,7 @@ from benchmarks.distractors import (
     temporal_stats,
     unrelated_pairs,
 )
-from benchmarks.run import REPO, section_header, update_results, videos
+from benchmarks.run import REPO, process_memory_kb, section_header, update_results, videos
 from pipeline.config import load_config
 from pipeline.index import ReferenceIndex, file_sha256
 from pipeline.index.descriptor_file import read_descriptor_file, write_descriptor_file
@@ -152,12 +152,8 @@ def query_worker(catalog: str, queries: list[str], out: str, overrides: dict | N
 
 
 def peak_rss() -> int:
-    """This process's peak resident set in bytes (VmHWM: unlike ru_maxrss it is not inherited
-    from the parent that forked the process)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    """This process's peak resident set in bytes."""
+    return process_memory_kb("VmHWM") * 1024
 
 
 def run_queries(catalog: Path, queries: list[Path], work: Path, overrides=None) -> dict:
