@@ -282,6 +282,18 @@ class _Mistimed(Exception):
 READERS: dict[str, type[VideoReader]] = {"decord": DecordReader, "pyav": PyAVReader}
 
 
+def backend_for(duration: float, config: DecodeConfig) -> str:
+    """The decoder that reads a video of ``duration`` seconds: PyAV past ``pyav_after_s``.
+
+    A long video is read forward with PyAV: decord holds state for the whole file from the
+    first read (0.2 GB more for a 4-hour 720p file than a 15-minute one) and seeks at every
+    window; PyAV read the same windows in 150 MB and half the time (benchmarks/RESULTS.md,
+    "Long uploads"). Chosen by length, not by how the video is read, so whole and windowed
+    decoding of one file see the same pixels; rereads for span refinement follow the same rule.
+    """
+    return "pyav" if duration > config.pyav_after_s else config.backend
+
+
 def decode_windows(
     path: str | Path, config: DecodeConfig, size: int | None = None
 ) -> Iterator[SampledFrames]:
@@ -294,14 +306,7 @@ def decode_windows(
     info = probe(path, config)
     size = size or math.ceil(config.max_duration_s * config.fps) + 1
     delivered = 0
-    reader = READERS[config.backend]()
-    if info.duration > config.pyav_after_s:
-        # A long video: PyAV reads forward. decord holds state for the whole file from the
-        # first read (0.2 GB more for a 4-hour 720p file than a 15-minute one) and seeks at
-        # every window; PyAV read the same windows in 150 MB and half the time
-        # (benchmarks/RESULTS.md, "Long uploads"). Chosen by length, not by how the video is
-        # read, so whole and windowed decoding of one file see the same pixels.
-        reader = PyAVReader()
+    reader = READERS[backend_for(info.duration, config)]()
     if reader.name != PyAVReader.name:
         try:
             for window in reader.windows(path, info, config, size):

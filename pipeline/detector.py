@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.align import FrameBox, boxes_to_segments, make_aligner
 from pipeline.config import Config
-from pipeline.decode import decode_windows
+from pipeline.decode import backend_for, decode_windows
 from pipeline.embed import Embedder, make_embedder
 from pipeline.index import Reference, ReferenceIndex
 from pipeline.keyframes import Keyframes, expand, repeated_frames, select_keyframes
@@ -262,13 +262,12 @@ class CopyDetector:
         cfg = self.config.align
         if not matches or not (cfg.refine_boundaries or cfg.sync_reference):
             return matches
-        backend = self.config.decode.backend
         fps, duration = query.fps, query.duration
         windows = boundary_windows(matches, fps, duration) if cfg.refine_boundaries else []
         if cfg.sync_reference:
             windows += sync_windows(matches, fps, cfg.sync_max_matches)
         try:  # one read of the query serves both stages
-            frames = read_frames(query.path, windows, backend)
+            frames = read_frames(query.path, windows, backend_for(duration, self.config.decode))
         except Exception as exc:  # both stages are optional: keep the grid's spans
             log.warning("span refinement skipped for %s: %s", query.path, exc)
             return matches
@@ -277,7 +276,7 @@ class CopyDetector:
         if cfg.sync_reference:
             # Matches arrive best first: the cap keeps the strongest ones synced.
             limit = cfg.sync_max_matches
-            matches = sync_matches(matches, frames, durations, backend, limit)
+            matches = sync_matches(matches, frames, durations, self.config.decode, limit)
         return matches
 
     def candidates(self, query: VideoFeatures, index: ReferenceIndex) -> list[Reference]:

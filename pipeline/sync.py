@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from pipeline.decode import pick_frames
+from pipeline.config import DecodeConfig
+from pipeline.decode import backend_for, pick_frames
 from pipeline.records import Match, Segment
 from pipeline.refine import MAX_READ_FRAMES, Frames, read_frames
 
@@ -93,24 +94,26 @@ def sync_matches(
     matches: list[Match],
     query: Frames,
     reference_durations: dict[str, float],
-    backend: str,
+    decode: DecodeConfig,
     max_matches: int,
 ) -> list[Match]:
     """``matches`` with each segment's reference span shifted onto the query's motion.
     ``query`` holds the query's frames in ``sync_windows``; only the first ``max_matches``
-    matches are synced (each rereads its reference file), the rest keep their spans."""
+    matches are synced (each rereads its reference file, with the decoder ``decode`` picks for
+    its length), the rest keep their spans."""
     matches, unsynced = matches[:max_matches], matches[max_matches:]
     synced = []
     for match in matches:
+        limit = reference_durations.get(match.reference_id, math.inf)
         try:
             windows = [_reference_window(s) for s in match.segments]
+            backend = backend_for(limit, decode)
             reference = read_frames(match.reference_path, windows, backend)
         except Exception as exc:  # a reference file this process cannot read
             log.warning("reference sync skipped for %s: %s", match.reference_path, exc)
             synced.append(match)
             continue
         segments = []
-        limit = reference_durations.get(match.reference_id, math.inf)
         for s in match.segments:
             q = query.between(_query_window(s), MAX_READ_FRAMES)
             r = reference.between(_reference_window(s), MAX_READ_FRAMES)

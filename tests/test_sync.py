@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks.edits import Part, compose
+from pipeline.config import load_config
 from pipeline.detector import CopyDetector
 from pipeline.records import Match, Segment
 from pipeline.refine import read_frames
@@ -42,7 +43,23 @@ def test_still_footage_gives_no_shift():
     assert best_shift(still, still, Segment(3.0, 13.0, 4.0, 14.0, 0.9)) == (0.0, 0.0)
 
 
-def test_reference_span_lands_within_a_frame(config, detector, clips, photos, tmp_path):
+@pytest.mark.parametrize("pyav_after_s", [120.0, 1.0])
+def test_reference_span_lands_within_a_frame(
+    config, detector, clips, photos, tmp_path, monkeypatch, pyav_after_s
+):
+    """Also with both videos counted as long (``pyav_after_s`` 1 s): then the rereads go
+    through PyAV too, since decord would hold state for a whole long file (a 4-hour upload's
+    refinement took its peak from 0.77 to 0.98 GB)."""
+    from pipeline import refine
+
+    decord_reads = []
+    real_read = refine._read_decord
+    monkeypatch.setattr(
+        refine, "_read_decord", lambda path, *a: decord_reads.append(path) or real_read(path, *a)
+    )
+    decode = dataclasses.replace(config.decode, pyav_after_s=pyav_after_s)
+    config = dataclasses.replace(config, decode=decode)
+    detector = CopyDetector(config, embedder=detector.embedder)
     # Seconds 2.13-8.13 of ``bikes``: the 2 fps grid puts the copy's start 0.19 s late.
     query = compose(
         [
@@ -59,15 +76,17 @@ def test_reference_span_lands_within_a_frame(config, detector, clips, photos, tm
     assert abs(coarse.reference_start - 2.13) > 0.12
     assert fine.reference_start == pytest.approx(2.13, abs=0.06)
     assert fine.reference_end - fine.reference_start == pytest.approx(6.0, abs=0.1)
+    assert (len(decord_reads) > 0) == (pyav_after_s > 15.0)
 
 
 def test_unreadable_reference_or_cap_keeps_spans(tmp_path, caplog):
     clip = write_timed_clip(tmp_path / "q.mp4", cfr_times(6.0, 30))
     query = read_frames(clip, [(1.0, 5.0)], "decord")
+    decode = load_config().decode
     segment = Segment(1.0, 5.0, 1.0, 5.0, 0.9)
     gone = Match("gone", str(tmp_path / "missing.mp4"), 0.9, [segment])
-    assert sync_matches([gone], query, {}, "decord", max_matches=0) == [gone]
+    assert sync_matches([gone], query, {}, decode, max_matches=0) == [gone]
     assert not caplog.records
     with caplog.at_level(logging.WARNING):
-        assert sync_matches([gone], query, {}, "decord", max_matches=1) == [gone]
+        assert sync_matches([gone], query, {}, decode, max_matches=1) == [gone]
     assert "missing.mp4" in caplog.text
