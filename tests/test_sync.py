@@ -49,7 +49,7 @@ def test_reference_span_lands_within_a_frame(
 ):
     """Also with both videos counted as long (``pyav_after_s`` 1 s): then the rereads go
     through PyAV too, since decord would hold state for a whole long file (a 4-hour upload's
-    refinement took its peak from 0.77 to 0.98 GB)."""
+    refinement took its peak from 0.74 to 0.94 GiB)."""
     from pipeline import refine
 
     decord_reads = []
