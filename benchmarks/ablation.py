@@ -134,6 +134,13 @@ class DecodeCache:
         return self.store[key]
 
 
+def add_variants(variants: dict[str, tuple[str, dict]], specs: list[str]) -> None:
+    """Variants given on the command line (``--set '{"name": ..., "overrides": {...}}'``)."""
+    for extra in specs:
+        spec = json.loads(extra)
+        variants[spec["name"]] = (spec.get("what", spec["name"]), spec["overrides"])
+
+
 def run_variant(name: str, overrides: dict, data: Path, decoded: DecodeCache, embedder) -> Row:
     config = load_config(None, overrides)
     detector = CopyDetector(config, embedder=embedder)
@@ -216,9 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     data = REPO / "data" / f"bench-seed{args.seed}"
     if not (data / "dataset.json").exists():
         build(args.seed, data)
-    for extra in args.set:
-        spec = json.loads(extra)
-        VARIANTS[spec["name"]] = (spec.get("what", spec["name"]), spec["overrides"])
+    add_variants(VARIANTS, args.set)
     names = args.only.split(",") if args.only else list(VARIANTS)
     config = load_config()
     embedder = CachedEmbedder(make_embedder(config.embed), CACHE / f"{config.embed.model}.npz")

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.ablation import ONE_FPS
+from benchmarks.ablation import ONE_FPS, add_variants
 from benchmarks.build_dataset import build
-from benchmarks.run import REPO, decode_only, section_header, update_results, videos
+from benchmarks.run import REPO, decode_only, publish, section_header, videos
 from pipeline.config import load_config
 from pipeline.detector import CopyDetector
 from pipeline.embed import Embedder, make_embedder
@@ -141,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     data = REPO / "data" / f"bench-seed{args.seed}"
     if not (data / "dataset.json").exists():
         build(args.seed, data)
-    for extra in args.set:
-        spec = json.loads(extra)
-        VARIANTS[spec["name"]] = (spec.get("what", spec["name"]), spec["overrides"])
+    add_variants(VARIANTS, args.set)
     config = load_config()
     decode = decode_only(videos(data / "queries"), config)
     model = make_embedder(config.embed)
@@ -154,10 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(name, json.dumps(rows[name], default=float), file=sys.stderr, flush=True)
     tag = f"cost seed {args.seed}"
     command = "python -m benchmarks.cost " + " ".join(argv if argv is not None else sys.argv[1:])
-    markdown = render(tag, command.strip(), rows, decode)
-    print(markdown)
-    if not args.no_write:
-        update_results(tag, markdown)
+    publish(tag, render(tag, command.strip(), rows, decode), write=not args.no_write)
     return 0
 
 

@@ -305,6 +305,13 @@ def update_results(tag: str, markdown: str, path: Path = RESULTS) -> None:
     write_text(path, text)
 
 
+def publish(tag: str, markdown: str, write: bool = True) -> None:
+    """Print a results section and, with ``write``, put it into RESULTS.md."""
+    print(markdown)
+    if write:
+        update_results(tag, markdown)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=2)
