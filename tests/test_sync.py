@@ -90,3 +90,26 @@ def test_unreadable_reference_or_cap_keeps_spans(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert sync_matches([gone], query, {}, decode, max_matches=1) == [gone]
     assert "missing.mp4" in caplog.text
+
+
+def test_motion_of_many_shifts_at_once_equals_one_shift_at_a_time():
+    """best_shift reads every shifted signal in one call; each must be exactly the signal a
+    call for that shift alone gives (distinct frame pairs are compared once)."""
+    from pipeline.sync import motion
+
+    rng = np.random.default_rng(5)
+    times = np.sort(rng.uniform(0, 12, 250))
+    thumbs = rng.uniform(0, 255, (len(times), 4, 4, 3)).astype(np.float32)
+    at = np.arange(2.0, 9.0, 1 / 25)
+    shifts = np.arange(-0.5, 0.5 + 1e-9, 1 / 25)
+    together = motion(times, thumbs, at[None, :] + shifts[:, None], 0.2)
+    assert together.shape == (len(shifts), len(at))
+    for row, shift in zip(together, shifts, strict=True):
+        np.testing.assert_array_equal(row, motion(times, thumbs, at + shift, 0.2))
+    first, second = (
+        thumbs[np.searchsorted(times, at, "right") - 1],
+        thumbs[np.searchsorted(times, at + 0.2, "right") - 1],
+    )
+    np.testing.assert_allclose(
+        motion(times, thumbs, at, 0.2), np.abs(first - second).mean((1, 2, 3))
+    )
