@@ -146,14 +146,9 @@ def query_worker(catalog: str, queries: list[str], out: str, overrides: dict | N
             started = time.perf_counter()
             result = detector.query(path, index)
             rows.append({"result": result.to_dict(), "wall": time.perf_counter() - started})
-    peak = peak_rss()
+    peak = process_memory_kb() * 1024  # VmHWM: this process's peak, in bytes
     Path(out).write_text(json.dumps({"rows": rows, "rss": peak, "load_s": load_s,
                                      "structure_bytes": memory}))  # fmt: skip
-
-
-def peak_rss() -> int:
-    """This process's peak resident set in bytes."""
-    return process_memory_kb("VmHWM") * 1024
 
 
 def run_queries(catalog: Path, queries: list[Path], work: Path, overrides=None) -> dict:

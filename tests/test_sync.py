@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from benchmarks.edits import Part, compose
-from pipeline.config import load_config
 from pipeline.detector import CopyDetector
 from pipeline.records import Match, Segment
 from pipeline.refine import read_frames
@@ -79,10 +78,10 @@ def test_reference_span_lands_within_a_frame(
     assert (len(decord_reads) > 0) == (pyav_after_s > 15.0)
 
 
-def test_unreadable_reference_or_cap_keeps_spans(tmp_path, caplog):
+def test_unreadable_reference_or_cap_keeps_spans(config, tmp_path, caplog):
     clip = write_timed_clip(tmp_path / "q.mp4", cfr_times(6.0, 30))
     query = read_frames(clip, [(1.0, 5.0)], "decord")
-    decode = load_config().decode
+    decode = config.decode
     segment = Segment(1.0, 5.0, 1.0, 5.0, 0.9)
     gone = Match("gone", str(tmp_path / "missing.mp4"), 0.9, [segment])
     assert sync_matches([gone], query, {}, decode, max_matches=0) == [gone]
