@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
+import numba
 import numpy as np
 
 from pipeline.config import AlignConfig
@@ -44,6 +45,7 @@ class Aligner(Protocol):
 class TemporalNetwork:
     def __init__(self, config: AlignConfig):
         self.config = config
+        _warm_up()  # compile (or load) the path kernel now, not during the first query
 
     def __call__(self, sim: np.ndarray) -> list[FrameBox]:
         cfg = self.config
@@ -51,12 +53,16 @@ class TemporalNetwork:
         alive = np.ones(len(rows), dtype=bool)
         boxes: list[FrameBox] = []
         by_row = _row_starts(rows, sim.shape[0])
+        score = np.zeros(len(rows), np.float64)
+        parent = np.zeros(len(rows), np.int64)
+        changed_from = 0  # query frames before this one keep their paths from the last round
         for _ in range(4 * cfg.max_segments):
             if len(boxes) >= cfg.max_segments or not alive.any():
                 break
-            score, parent = _longest_paths(
-                rows, cols, weights, alive, by_row, cfg.max_step, cfg.skew_penalty
-            )
+            _longest_paths(
+                rows, cols, weights, alive, by_row, cfg.max_step, cfg.skew_penalty,
+                score, parent, changed_from,
+            )  # fmt: skip
             end = int(np.argmax(score))
             if score[end] < cfg.min_length * cfg.min_score:
                 break  # no remaining path can satisfy both the length and the score floor
@@ -68,6 +74,8 @@ class TemporalNetwork:
             inside = (rows >= q0) & (rows <= q1) & (cols >= r0) & (cols <= r1)
             alive[inside] = False
             alive[path] = False
+            # Paths run forward in query time: only those through or after q0 can change.
+            changed_from = q0
             box = FrameBox(q0, q1, r0, r1, float(weights[path].mean()), len(path))
             if not _acceptable(box, boxes, cfg):
                 continue
@@ -118,36 +126,50 @@ def _row_starts(rows: np.ndarray, nq: int) -> np.ndarray:
     return np.searchsorted(rows, np.arange(nq + 1))
 
 
-def _longest_paths(rows, cols, weights, alive, by_row, max_step, skew_penalty):
-    """Heaviest path ending at each live node. A predecessor is 1..max_step query frames back
-    and 0..max_step reference frames back; dead nodes have score -inf."""
-    score = np.where(alive, weights, -np.inf).astype(np.float64)
-    parent = np.full(len(rows), -1, np.int64)
-    nq = len(by_row) - 1
-    for i in range(1, nq):
-        lo, hi = by_row[i], by_row[i + 1]
-        if lo == hi:
-            continue
-        plo = by_row[max(0, i - max_step)]
-        if plo == lo:
-            continue
-        here = np.arange(lo, hi)[alive[lo:hi]]
-        if len(here) == 0:
-            continue
-        preds = np.arange(plo, lo)
-        dj = cols[here][:, None] - cols[preds][None, :]
-        ok = (dj >= 0) & (dj <= max_step) & np.isfinite(score[preds])[None, :]
-        # Between equally good predecessors prefer the one on the diagonal (playback at the
-        # original speed): static shots and merged keyframes repeat a similarity along a row,
-        # and without a preference the path would idle on the first of equal reference frames.
-        skew = np.abs(dj - (i - rows[preds])[None, :]) * skew_penalty
-        candidate = np.where(ok, score[preds][None, :] - skew, -np.inf)
-        best = np.argmax(candidate, axis=1)
-        best_score = candidate[np.arange(len(here)), best]
-        extend = best_score > 0
-        score[here[extend]] += best_score[extend]
-        parent[here[extend]] = preds[best[extend]]
-    return score, parent
+@numba.njit(cache=True)
+def _longest_paths(
+    rows, cols, weights, alive, by_row, max_step, skew_penalty, score, parent, first_row
+):  # pragma: no cover - compiled
+    """Heaviest path ending at each live node, into ``score`` and ``parent``, for the nodes of
+    query frames ``first_row`` on (those before keep what an earlier call found). A
+    predecessor is 1..max_step query frames back and 0..max_step reference frames back; dead
+    nodes have score -inf.
+
+    Compiled: the loop runs a few dozen times per candidate reference and each pass visits
+    every node, which in numpy cost a dozen small-array calls per query frame (a tenth of a
+    streamed upload's time at 22 candidates)."""
+    start = by_row[first_row]
+    for node in range(start, len(rows)):
+        score[node] = weights[node] if alive[node] else -np.inf
+        parent[node] = -1
+    for i in range(max(1, first_row), len(by_row) - 1):
+        plo, lo, hi = by_row[max(0, i - max_step)], by_row[i], by_row[i + 1]
+        for node in range(lo, hi):
+            if not alive[node]:
+                continue
+            best, best_pred = -np.inf, -1
+            for pred in range(plo, lo):
+                dj = cols[node] - cols[pred]
+                if dj < 0 or dj > max_step or score[pred] == -np.inf:
+                    continue
+                # Between equally good predecessors prefer the one on the diagonal (playback at
+                # the original speed): static shots and merged keyframes repeat a similarity
+                # along a row, and without a preference the path would idle on the first of
+                # equal reference frames. The first best one wins ties.
+                candidate = score[pred] - abs(dj - (i - rows[pred])) * skew_penalty
+                if candidate > best:
+                    best, best_pred = candidate, pred
+            if best > 0:
+                score[node] += best
+                parent[node] = best_pred
+
+
+def _warm_up() -> None:
+    one = np.zeros(1, np.int64)
+    score, parent = np.zeros(1, np.float64), np.zeros(1, np.int64)
+    by_row = np.array([0, 1], np.int64)
+    weights, alive = np.ones(1, np.float32), np.ones(1, bool)
+    _longest_paths(one, one, weights, alive, by_row, 1, 0.0, score, parent, 0)
 
 
 def _backtrack(parent: np.ndarray, end: int) -> np.ndarray:
