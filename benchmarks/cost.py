@@ -36,7 +36,10 @@ from pipeline.metric import evaluate, read_segments
 STAGES = ("decode", "model", "prepare", "search", "align", "refine")
 # name -> (what it is, overrides merged over the defaults)
 VARIANTS: dict[str, tuple[str, dict]] = {
-    "before": ("every frame embedded (`embed.reuse_diff` 0)", {"embed": {"reuse_diff": 0.0}}),
+    "before": (
+        "span refinement rereads the query (`decode.query_thumbnails` false)",
+        {"decode": {"query_thumbnails": False}},
+    ),
     "default": ("configs/default.yaml", {}),
     "no_views": ("no query views: what they cost", {"views": {"enabled": False}}),
     "1fps": ("1 fps sampling: what the second frame costs", ONE_FPS),

@@ -30,6 +30,7 @@ class DecodeConfig:
     max_file_bytes: int
     batch_frames: int
     pyav_after_s: float  # longer videos are read with PyAV (forward, no whole-file state)
+    query_thumbnails: bool  # a query of one window keeps its native frames (PyAV, one pass)
 
     def validate(self) -> None:
         _check(self.backend in ("decord", "pyav"), "decode.backend must be decord or pyav")
@@ -165,6 +166,11 @@ class AlignConfig:
     sync_reference: bool  # shift reference spans onto the query's motion (pipeline/sync.py)
     sync_max_matches: int  # references reread for sync per query, best matches first
 
+    @property
+    def refines_spans(self) -> bool:
+        """Whether query spans are read off the videos' native frames."""
+        return self.refine_boundaries or self.sync_reference
+
     def validate(self) -> None:
         _check(self.method in ("tn", "hv", "dp"), "align.method must be tn, hv or dp")
         _check(self.max_speed >= 1, "align.max_speed must be >= 1")
@@ -240,6 +246,7 @@ class ServeConfig:
     max_backoff_s: float
     session_timeout_ms: int
     max_poll_interval_ms: int
+    fetch_max_wait_ms: int  # longest a fetch for new uploads waits at the broker
     shutdown_grace_s: float
     metrics_port: int
     index_unmatched: bool
@@ -248,6 +255,7 @@ class ServeConfig:
         _check(self.max_attempts >= 1, "serve.max_attempts must be >= 1")
         _check(self.backoff_s >= 0 and self.max_backoff_s >= self.backoff_s, "serve.backoff_s")
         _check(self.metrics_port >= 0, "serve.metrics_port must be >= 0 (0 = off)")
+        _check(self.fetch_max_wait_ms >= 1, "serve.fetch_max_wait_ms must be >= 1")
 
 
 @dataclass(frozen=True)

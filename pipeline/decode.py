@@ -12,6 +12,7 @@ are therefore off by at most half a span.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -24,9 +25,12 @@ import numpy as np
 
 from pipeline.config import DecodeConfig
 from pipeline.errors import VideoDecodeError
-from pipeline.records import SampledFrames
+from pipeline.records import NativeFrames, SampledFrames
 
 log = logging.getLogger(__name__)
+
+THUMB_SIDE = 32  # native-frame thumbnails are THUMB_SIDE x THUMB_SIDE RGB: layout and colour
+MAX_NATIVE_FRAMES = 20000  # a video with more native frames keeps none (bounds memory: 60 MB)
 
 
 @dataclass(frozen=True)
@@ -185,18 +189,49 @@ class DecordReader:
             yield _sampled(path, np.concatenate(chunks), duration, info, grid, rows)
 
 
+class Scaler:
+    """PyAV frames as RGB arrays of a given size, one scaler per output size for a whole read:
+    ``frame.to_ndarray(width=...)`` builds one per frame, which made 32x32 thumbnails cost
+    more than decoding the frames (the pixels are the same)."""
+
+    def __init__(self) -> None:
+        self.by_size: dict[tuple[int, int], object] = {}
+
+    def __call__(self, frame, width: int, height: int) -> np.ndarray:
+        scaler = self.by_size.get((width, height))
+        if scaler is None:
+            from av.video.reformatter import VideoReformatter
+
+            scaler = self.by_size[(width, height)] = VideoReformatter()
+        return scaler.reformat(frame, width=width, height=height, format="rgb24").to_ndarray()
+
+
 class PyAVReader:
     name = "pyav"
 
+    def __init__(self) -> None:
+        self.rgb = Scaler()
+
     def windows(
-        self, path: Path, info: VideoInfo, config: DecodeConfig, size: int, skip: int = 0
+        self,
+        path: Path,
+        info: VideoInfo,
+        config: DecodeConfig,
+        size: int,
+        skip: int = 0,
+        native: bool = False,
     ) -> Iterator[SampledFrames]:
+        """As ``VideoReader.windows``; ``native``: also keep a thumbnail of every decoded
+        frame, attached to the window when the video is one window of at most
+        ``MAX_NATIVE_FRAMES`` frames (it costs a twentieth of the decode)."""
         import av
 
         width, height = target_size(info.width, info.height, config.short_side)
         # One pass over the stream. Span k takes the latest frame starting at or before its
         # centre (the first frame when none does). Only chosen frames are converted, so memory
         # holds one window of sampled frames, never the decoded stream.
+        native_times: list[float] = []
+        native_thumbs: list[np.ndarray] = []
         picked: list[np.ndarray] = []
         done = 0  # sampled frames before ``picked`` (yielded or skipped)
         best = best_rgb = None
@@ -210,6 +245,11 @@ class PyAVReader:
                 t = frame.time if frame.time is not None else count * step
                 if t > config.max_duration_s:
                     raise VideoDecodeError(path, "duration over limit", f"frames past {t:.0f}s")
+                if native:
+                    native_times.append(t)
+                    native_thumbs.append(self.rgb(frame, THUMB_SIDE, THUMB_SIDE))
+                    if len(native_times) > MAX_NATIVE_FRAMES:
+                        native, native_times, native_thumbs = False, [], []
                 while (done + len(picked) + 0.5) / config.fps < t:
                     if best is None:  # the video starts after this centre: use its first frame
                         best, best_t = frame, t
@@ -217,11 +257,12 @@ class PyAVReader:
                         done += 1
                         continue
                     if best_rgb is None:
-                        best_rgb = _rgb(best, width, height)
+                        best_rgb = self.rgb(best, width, height)
                     picked.append(best_rgb)
                     if len(picked) == size:  # times are known: spans end at the next centre
                         yield _sampled_open(path, np.stack(picked), done, info, config.fps)
                         done, picked = done + size, []
+                        native, native_times, native_thumbs = False, [], []  # not one window
                 if t >= best_t:  # slightly out-of-order timestamps never move backwards
                     best, best_t, best_rgb = frame, t, None
                 last_end = max(last_end, t + step)
@@ -233,10 +274,16 @@ class PyAVReader:
         picked = picked[: max(0, count - done)]
         while done + len(picked) < count:
             if best_rgb is None:
-                best_rgb = _rgb(best, width, height)
+                best_rgb = self.rgb(best, width, height)
             picked.append(best_rgb)
         if picked:
-            yield _sampled(path, np.stack(picked), last_end, info, grid, slice(done, count))
+            sampled = _sampled(path, np.stack(picked), last_end, info, grid, slice(done, count))
+            if native and done == 0 and native_times:
+                times = np.asarray(native_times, np.float64)
+                order = np.argsort(times, kind="stable")  # slightly out-of-order timestamps
+                thumbs = np.stack(native_thumbs)[order]
+                sampled = dataclasses.replace(sampled, native=NativeFrames(times[order], thumbs))
+            yield sampled
 
 
 def _sampled(
@@ -271,10 +318,6 @@ def _sampled_open(path: Path, frames: np.ndarray, first: int, info: VideoInfo, f
     )  # fmt: skip
 
 
-def _rgb(frame, width: int, height: int) -> np.ndarray:
-    return frame.to_ndarray(width=width, height=height, format="rgb24")
-
-
 class _Mistimed(Exception):
     """decord opened the file but its timing cannot be trusted."""
 
@@ -295,18 +338,23 @@ def backend_for(duration: float, config: DecodeConfig) -> str:
 
 
 def decode_windows(
-    path: str | Path, config: DecodeConfig, size: int | None = None
+    path: str | Path, config: DecodeConfig, size: int | None = None, native: bool = False
 ) -> Iterator[SampledFrames]:
     """Sample ``path`` at ``config.fps``, ``size`` sampled frames at a time (default: all in
     one), so memory holds one window of pixels whatever the duration; a video longer than
     ``config.pyav_after_s`` is read with PyAV whatever ``config.backend`` says. Raises
     ``VideoDecodeError`` with a reason on failure; a decord failure falls back to PyAV, which
-    goes on after the frames decord already delivered."""
+    goes on after the frames decord already delivered.
+
+    ``native``: a video of one window is read with PyAV, which also keeps a thumbnail of every
+    native frame (``SampledFrames.native``) in the same pass, so refining a query's spans reads
+    nothing again (a reread cost as much as the decode; the thumbnails a twentieth of it)."""
     path = Path(path)
     info = probe(path, config)
     size = size or math.ceil(config.max_duration_s * config.fps) + 1
+    native = native and info.duration * config.fps <= size  # 0: unknown, the reader decides
     delivered = 0
-    reader = READERS[backend_for(info.duration, config)]()
+    reader = READERS["pyav" if native else backend_for(info.duration, config)]()
     if reader.name != PyAVReader.name:
         try:
             for window in reader.windows(path, info, config, size):
@@ -318,7 +366,7 @@ def decode_windows(
         except Exception as exc:  # decord raises its own error types, or mistimes: use PyAV
             log.info("%s cannot be trusted on %s (%s); using PyAV", reader.name, path, _short(exc))
     try:
-        yield from PyAVReader().windows(path, info, config, size, skip=delivered)
+        yield from PyAVReader().windows(path, info, config, size, skip=delivered, native=native)
     except VideoDecodeError:
         raise
     except Exception as exc:

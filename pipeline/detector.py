@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,13 @@ from pipeline.index import Reference, ReferenceIndex
 from pipeline.keyframes import Keyframes, expand, repeated_frames, select_keyframes
 from pipeline.pooling import pool, pooling_weights
 from pipeline.records import Match, QueryResult, SampledFrames, VideoFeatures
-from pipeline.refine import boundary_windows, read_frames, refine_matches
+from pipeline.refine import (
+    Frames,
+    boundary_windows,
+    native_frames,
+    read_frames,
+    refine_matches,
+)
 from pipeline.streaming.matcher import query_in_windows
 from pipeline.suppress import crop_borders, frame_weights, generic_weights
 from pipeline.sync import sync_matches, sync_windows
@@ -66,6 +72,12 @@ class PreparedFrames:
         return batches
 
 
+def keeps_native(config: Config, views: bool) -> bool:
+    """Whether a video's decode keeps thumbnails of its native frames: queries (``views``)
+    whose spans are refined, so refinement need not read the file again."""
+    return views and config.decode.query_thumbnails and config.align.refines_spans
+
+
 def prepare_frames(sampled: SampledFrames, config: Config, views: bool = True) -> PreparedFrames:
     """Borders cropped, evidence weights, repeated pictures and (for queries) extra views."""
     frames = crop_borders(sampled.frames) if config.suppress.crop_borders else sampled.frames
@@ -104,7 +116,14 @@ def build_features(
         preprocess=preprocess,
         views=views,
         sampled=len(sampled.frames),
+        native=sampled.native,
     )
+
+
+def _tell_each(on_final: Callable[[Match], None] | None, matches: list[Match]) -> list[Match]:
+    for match in matches if on_final is not None else ():
+        on_final(match)
+    return matches
 
 
 def _best_per_reference(nums: np.ndarray, sims: np.ndarray, floor: float) -> dict[int, float]:
@@ -183,7 +202,8 @@ class CopyDetector:
         video_id = video_id or video_id_for(path)
         window = max(1, round(self.config.streaming.window_s * self.config.decode.fps))
         started = time.perf_counter()
-        for sampled in decode_windows(path, self.config.decode, window):
+        native = keeps_native(self.config, views)
+        for sampled in decode_windows(path, self.config.decode, window, native):
             decode_s = time.perf_counter() - started
             yield self.describe_sampled(sampled, video_id, views, decode_s)
             started = time.perf_counter()
@@ -254,30 +274,43 @@ class CopyDetector:
         )
 
     def refine(
-        self, matches: list[Match], query: VideoFeatures, durations: dict[str, float]
+        self,
+        matches: list[Match],
+        query: VideoFeatures,
+        durations: dict[str, float],
+        on_final: Callable[[Match], None] | None = None,
     ) -> list[Match]:
         """Segment spans read off the videos' native frames rather than the sampling grid:
         query ends onto the query's cuts (pipeline/refine.py), then reference spans shifted
-        onto the query's motion (pipeline/sync.py)."""
+        onto the query's motion (pipeline/sync.py). ``on_final(match)`` sees each returned
+        match, in order, as soon as its spans are final (a service alerts on it at once)."""
         cfg = self.config.align
-        if not matches or not (cfg.refine_boundaries or cfg.sync_reference):
-            return matches
-        fps, duration = query.fps, query.duration
-        windows = boundary_windows(matches, fps, duration) if cfg.refine_boundaries else []
+        frames = self._span_frames(matches, query) if matches and cfg.refines_spans else None
+        if frames is None:  # nothing to refine with: every match is final as it is
+            return _tell_each(on_final, matches)
+        if cfg.refine_boundaries:
+            matches = refine_matches(matches, frames, query.fps, query.duration, durations)
+        if not cfg.sync_reference:
+            return _tell_each(on_final, matches)
+        # Matches arrive best first: the cap keeps the strongest ones synced.
+        limit = cfg.sync_max_matches
+        return sync_matches(matches, frames, durations, self.config.decode, limit, on_final)
+
+    def _span_frames(self, matches: list[Match], query: VideoFeatures) -> Frames | None:
+        """The query's native frames both refinement stages need, from one read of the file
+        (none when the decode kept them); None when they cannot be read."""
+        cfg, fps = self.config.align, query.fps
+        windows = boundary_windows(matches, fps, query.duration) if cfg.refine_boundaries else []
         if cfg.sync_reference:
             windows += sync_windows(matches, fps, cfg.sync_max_matches)
-        try:  # one read of the query serves both stages
-            frames = read_frames(query.path, windows, backend_for(duration, self.config.decode))
+        try:
+            if query.native is not None:
+                return native_frames(query.native, windows)
+            backend = backend_for(query.duration, self.config.decode)
+            return read_frames(query.path, windows, backend)
         except Exception as exc:  # both stages are optional: keep the grid's spans
             log.warning("span refinement skipped for %s: %s", query.path, exc)
-            return matches
-        if cfg.refine_boundaries:
-            matches = refine_matches(matches, frames, fps, duration, durations)
-        if cfg.sync_reference:
-            # Matches arrive best first: the cap keeps the strongest ones synced.
-            limit = cfg.sync_max_matches
-            matches = sync_matches(matches, frames, durations, self.config.decode, limit)
-        return matches
+            return None
 
     def candidates(self, query: VideoFeatures, index: ReferenceIndex) -> list[Reference]:
         """References worth aligning: frame-level kNN, max similarity per reference.

@@ -12,6 +12,19 @@ if TYPE_CHECKING:
     from pipeline.metric import Box
 
 
+@dataclass(frozen=True)
+class NativeFrames:
+    """Small thumbnails of every native frame of a video, kept by the decode that sampled it
+    so that span refinement need not read the video again."""
+
+    times: np.ndarray  # [M] float64 start times, increasing
+    thumbs: np.ndarray  # [M, S, S, 3] uint8 RGB
+
+    def __post_init__(self) -> None:
+        if self.thumbs.ndim != 4 or self.thumbs.shape[0] != len(self.times):
+            raise ValueError(f"thumbs must be [M, S, S, 3]; got {self.thumbs.shape}")
+
+
 @dataclass
 class SampledFrames:
     """Frames sampled from one video at a fixed rate, by presentation time."""
@@ -26,6 +39,7 @@ class SampledFrames:
     width: int  # source width and height, before resizing
     height: int
     first: int = 0  # index of the first frame in the whole video (a window of a longer video)
+    native: NativeFrames | None = None  # every native frame, when asked for and one window
 
     def __post_init__(self) -> None:
         n = len(self.times)
@@ -57,6 +71,7 @@ class VideoFeatures:
     # cost what they cover, and a frame a view does not cover is described by itself alone.
     views: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     sampled: int = -1  # frames sampled before keyframe selection (-1: same as N)
+    native: NativeFrames | None = None  # the whole video's native frames (queries read in one go)
 
     def __post_init__(self) -> None:
         n = self.embeddings.shape[0]

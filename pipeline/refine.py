@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.decode import pick_frames
-from pipeline.records import Match, Segment
+from pipeline.decode import THUMB_SIDE, Scaler, pick_frames
+from pipeline.records import Match, NativeFrames, Segment
 
 log = logging.getLogger(__name__)
 
-THUMB_SIDE = 32  # thumbnails are THUMB_SIDE x THUMB_SIDE RGB: layout and colour, no detail
 MAX_WINDOW_FRAMES = 120  # a window with more native frames (very high frame rate) is skipped
 MAX_READ_FRAMES = 8000  # native frames read per window at most (bounds memory: 32x32 thumbnails)
 Window = tuple[float, float]  # centre times of the sampled frames either side of a boundary
@@ -74,11 +73,7 @@ def _read_decord(path: Path, windows: list[Window], max_frames: int) -> dict[Win
 
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), width=THUMB_SIDE, height=THUMB_SIDE)
     starts = np.asarray(reader.get_frame_timestamp(np.arange(len(reader))), np.float64)[:, 0]
-    spans = {}
-    for window in windows:
-        first, last = pick_frames(starts, np.asarray(window))
-        if 0 < last - first + 1 <= max_frames:
-            spans[window] = np.arange(first, last + 1)
+    spans = _spans(starts, windows, max_frames)
     wanted = sorted({int(i) for rows in spans.values() for i in rows})
     if not wanted:
         return {}
@@ -86,10 +81,21 @@ def _read_decord(path: Path, windows: list[Window], max_frames: int) -> dict[Win
     return {w: (starts[r], np.stack([frames[int(i)] for i in r])) for w, r in spans.items()}
 
 
+def _spans(starts: np.ndarray, windows: list[Window], max_frames: int) -> dict[Window, np.ndarray]:
+    """Rows of the frames from the one on screen at each window's first time to the one on
+    screen at its second (frames starting at ``starts``); longer windows are left out."""
+    spans = {}
+    for window in windows:
+        first, last = pick_frames(starts, np.asarray(window))
+        if 0 < last - first + 1 <= max_frames:
+            spans[window] = np.arange(first, last + 1)
+    return spans
+
+
 def _read_pyav(path: Path, windows: list[Window], max_frames: int) -> dict[Window, tuple]:
     import av
 
-    found = {}
+    found, rgb = {}, Scaler()
     with av.open(str(path), metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         for window in windows:
@@ -104,7 +110,7 @@ def _read_pyav(path: Path, windows: list[Window], max_frames: int) -> dict[Windo
                 if frame.time <= window[0]:  # only the latest frame at or before the centre
                     times, thumbs = [], []
                 times.append(frame.time)
-                thumbs.append(frame.to_ndarray(width=THUMB_SIDE, height=THUMB_SIDE, format="rgb24"))
+                thumbs.append(rgb(frame, THUMB_SIDE, THUMB_SIDE))
             # A window starting before the first frame gets that frame, as pick_frames does.
             if 1 < len(times) <= max_frames:
                 found[window] = (np.asarray(times), np.stack(thumbs))
@@ -139,6 +145,13 @@ def read_frames(path: str | Path, windows: list[Window], backend: str) -> Frames
     thumbs = np.concatenate([f for _, f in read.values()]).astype(np.float32)
     times, unique = np.unique(times, return_index=True)  # overlapping windows share frames
     return Frames(times, thumbs[unique])
+
+
+def native_frames(native: NativeFrames, windows: list[Window]) -> Frames:
+    """What ``read_frames`` would read, taken from the thumbnails the decode kept."""
+    spans = _spans(native.times, sorted(set(windows)), MAX_READ_FRAMES)
+    rows = np.unique(np.concatenate([np.zeros(0, np.int64), *spans.values()]))
+    return Frames(native.times[rows], native.thumbs[rows].astype(np.float32))
 
 
 def boundary_windows(matches: list[Match], fps: float, duration: float) -> list[Window]:

@@ -13,9 +13,11 @@ footage has no rhythm to lock on and keeps its span.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,7 +31,8 @@ log = logging.getLogger(__name__)
 SIGNAL_HZ = 25.0  # the common clock both motion signals are read on
 LAG_S = 0.2  # motion = change between the frames on screen this far apart
 MAX_SHIFT_S = 0.5  # a shift further than this is not a rounding of the grid
-MAX_SIGNAL_S = 30.0  # the first this many seconds of a segment are enough to find its shift
+MAX_SIGNAL_S = 10.0  # the first this many seconds of a segment are enough to find its shift
+READ_THREADS = 2  # references reread at once
 MIN_SIGNAL_S = 2.0  # shorter segments keep their span
 MIN_CORR = 0.7  # the best shift's correlation must reach this (below 0.6 shifts did harm)
 
@@ -101,36 +104,60 @@ def sync_matches(
     reference_durations: dict[str, float],
     decode: DecodeConfig,
     max_matches: int,
+    on_final: Callable[[Match], None] | None = None,
 ) -> list[Match]:
     """``matches`` with each segment's reference span shifted onto the query's motion.
     ``query`` holds the query's frames in ``sync_windows``; only the first ``max_matches``
     matches are synced (each rereads its reference file, with the decoder ``decode`` picks for
-    its length), the rest keep their spans."""
+    its length), the rest keep their spans. ``on_final(match)`` sees each match, in order, as
+    soon as it is synced: the best one need not wait for the others' rereads."""
     matches, unsynced = matches[:max_matches], matches[max_matches:]
+
+    def read(match: Match) -> Frames:
+        windows = [_reference_window(s) for s in match.segments]
+        backend = backend_for(reference_durations.get(match.reference_id, math.inf), decode)
+        return read_frames(match.reference_path, windows, backend)
+
     synced = []
-    for match in matches:
-        limit = reference_durations.get(match.reference_id, math.inf)
-        try:
-            windows = [_reference_window(s) for s in match.segments]
-            backend = backend_for(limit, decode)
-            reference = read_frames(match.reference_path, windows, backend)
-        except Exception as exc:  # a reference file this process cannot read
-            log.warning("reference sync skipped for %s: %s", match.reference_path, exc)
-            synced.append(match)
-            continue
-        segments = []
-        for s in match.segments:
-            q = query.between(_query_window(s), MAX_READ_FRAMES)
-            r = reference.between(_reference_window(s), MAX_READ_FRAMES)
-            shift, corr = best_shift(q, r, s) if q is not None and r is not None else (0.0, 0.0)
-            if corr < MIN_CORR:
-                shift = 0.0
-            segments.append(
-                dataclasses.replace(
-                    s,
-                    reference_start=max(0.0, s.reference_start + shift),
-                    reference_end=min(limit, s.reference_end + shift),
-                )
-            )
-        synced.append(dataclasses.replace(match, segments=segments))
+    # The decoders release the GIL: references are reread READ_THREADS at a time, and each
+    # match is finished as soon as its own reread is in.
+    with concurrent.futures.ThreadPoolExecutor(READ_THREADS) as pool:
+        reads = [pool.submit(read, match) for match in matches]
+        for match, reading in zip(matches, reads, strict=True):
+            limit = reference_durations.get(match.reference_id, math.inf)
+            try:
+                reference = reading.result()
+            except Exception as exc:  # a reference file this process cannot read
+                log.warning("reference sync skipped for %s: %s", match.reference_path, exc)
+                synced.append(match)
+                _tell(on_final, match)
+                continue
+            synced.append(_shifted(match, query, reference, limit))
+            _tell(on_final, synced[-1])
+    for match in unsynced:
+        _tell(on_final, match)
     return synced + unsynced
+
+
+def _shifted(match: Match, query: Frames, reference: Frames, limit: float) -> Match:
+    """``match`` with each segment's reference span moved by its best clear shift."""
+    segments = []
+    for s in match.segments:
+        q = query.between(_query_window(s), MAX_READ_FRAMES)
+        r = reference.between(_reference_window(s), MAX_READ_FRAMES)
+        shift, corr = best_shift(q, r, s) if q is not None and r is not None else (0.0, 0.0)
+        if corr < MIN_CORR:
+            shift = 0.0
+        segments.append(
+            dataclasses.replace(
+                s,
+                reference_start=max(0.0, s.reference_start + shift),
+                reference_end=min(limit, s.reference_end + shift),
+            )
+        )
+    return dataclasses.replace(match, segments=segments)
+
+
+def _tell(on_final: Callable[[Match], None] | None, match: Match) -> None:
+    if on_final is not None:
+        on_final(match)

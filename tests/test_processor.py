@@ -49,6 +49,22 @@ def test_unmatched_upload_is_indexed_and_its_copy_alerts(setup, detector):
     processor.close()
 
 
+def test_final_alerts_go_out_as_soon_as_their_spans_are_final(setup, detector):
+    config, original, reupload = setup
+    processor = UploadProcessor(config, detector)
+    processor.mark_done(processor.process(_message("first", original)))
+    sent = []
+    outcome = processor.process(_message("second", reupload), sent.append)
+    (alert,) = outcome.alerts
+    # Sent from inside process (before the outcome existed), once, and marked as sent so the
+    # service does not publish it again; the same message but for its timestamp.
+    assert outcome.published == {alert["alert_id"]}
+    (streamed,) = sent
+    assert streamed.pop("produced_at") and alert.pop("produced_at")
+    assert streamed == alert and alert["stage"] == "final"
+    processor.close()
+
+
 def test_unmatched_uploads_are_not_indexed_by_default(setup, detector):
     config, original, _ = setup
     config = dataclasses.replace(

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from benchmarks.edits import Part, compose
+from pipeline.decode import decode_windows
 from pipeline.detector import CopyDetector
-from pipeline.refine import read_windows, split_time
+from pipeline.refine import native_frames, read_frames, read_windows, split_time
 from tests.helpers import cfr_times, write_timed_clip
 
 
@@ -42,6 +43,20 @@ def test_windows_are_reread_from_the_file(tmp_path, backend):
     assert split_time(thumbs, times, guess=3.0) == pytest.approx(3.0, abs=1e-3)
 
 
+def test_the_decode_keeps_what_a_reread_would_read(tmp_path, config):
+    clip = write_timed_clip(tmp_path / "timed.mp4", cfr_times(6.0, 30))
+    (sampled,) = decode_windows(clip, config.decode, native=True)
+    assert sampled.native is not None and sampled.native.thumbs.shape == (180, 32, 32, 3)
+    windows = [(2.75, 3.25), (0.1, 1.0), (5.2, 5.9)]
+    kept, reread = native_frames(sampled.native, windows), read_frames(clip, windows, "pyav")
+    assert len(kept.times) > 20
+    np.testing.assert_array_equal(kept.times, reread.times)
+    np.testing.assert_array_equal(kept.thumbs, reread.thumbs)
+    # A video of several windows keeps none: its frames would outgrow a window's memory.
+    assert all(w.native is None for w in decode_windows(clip, config.decode, 4, native=True))
+    assert next(decode_windows(clip, config.decode)).native is None  # nobody asked
+
+
 @pytest.fixture(scope="module")
 def offgrid_copy(tmp_path_factory, clips, photos):
     """Seconds 2-8 of ``bikes`` copied at 5.3-11.3 s of the query: off the 0.5 s grid."""
@@ -56,7 +71,11 @@ def offgrid_copy(tmp_path_factory, clips, photos):
     )
 
 
-def test_reported_copy_ends_fall_on_the_cuts(config, detector, offgrid_copy, clips):
+def test_reported_copy_ends_fall_on_the_cuts(config, detector, offgrid_copy, clips, monkeypatch):
+    def no_reread(*args, **kwargs):
+        raise AssertionError("the query's frames were kept by its decode")
+
+    monkeypatch.setattr("pipeline.detector.read_frames", no_reread)
     grid = dataclasses.replace(
         config, align=dataclasses.replace(config.align, refine_boundaries=False)
     )

@@ -56,7 +56,7 @@ class DecodeActor:
         import ray
 
         from pipeline.decode import decode_windows
-        from pipeline.detector import prepare_frames
+        from pipeline.detector import keeps_native, prepare_frames
         from pipeline.records import VideoFeatures
 
         config = self.config
@@ -64,12 +64,15 @@ class DecodeActor:
         parts, pending = [], None
         try:
             started = time.perf_counter()
-            for sampled in decode_windows(path, config.decode, window):
+            native = None  # a query's native frames stay here: the embed actor needs none
+            wanted = keeps_native(config, views)
+            for sampled in decode_windows(path, config.decode, window, wanted):
                 decode_s = time.perf_counter() - started
                 started = time.perf_counter()
                 prepared = prepare_frames(sampled, config, views)
+                native = sampled.native
                 # Ship one copy of the pixels: the embed actor reads the prepared (cropped) ones.
-                prepared.sampled = dataclasses.replace(sampled, frames=prepared.frames)
+                prepared.sampled = dataclasses.replace(sampled, frames=prepared.frames, native=None)
                 decoded = {"prepared": prepared, "decode_s": decode_s,
                            "prepare_s": time.perf_counter() - started}  # fmt: skip
                 following = embedder.describe.remote(decoded, item, video_id, path, views)
@@ -81,7 +84,9 @@ class DecodeActor:
                 parts.append(ray.get(pending))
         except (PermanentError, OSError) as exc:
             return Failed(item, str(exc))
-        return parts[0] if len(parts) == 1 else VideoFeatures.concat(parts)
+        if len(parts) == 1:
+            return dataclasses.replace(parts[0], native=native)
+        return VideoFeatures.concat(parts)
 
 
 class EmbedActor:

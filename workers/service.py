@@ -34,7 +34,7 @@ from pipeline.errors import PermanentError
 from pipeline.index import ReferenceIndex, file_sha256
 from pipeline.ledger import Ledger
 from pipeline.policy import build_alert, build_alerts
-from pipeline.records import VideoFeatures
+from pipeline.records import Match, QueryResult, VideoFeatures
 from pipeline.streaming.matcher import query_in_windows
 from pipeline.uploads import parse_upload, resolve_uri
 from pipeline.verdicts import Verdicts, silenced
@@ -52,6 +52,7 @@ class Outcome:
     status: str  # alerted | below_policy | no_match | duplicate
     alerts: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    published: set[str] = field(default_factory=set)  # ids of final alerts already sent
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,9 @@ class UploadProcessor:
 
     def process(self, raw: bytes | None, publish: Callable[[dict], None] | None = None) -> Outcome:
         """Match one upload. ``publish`` receives each early alert the moment a copy is known
-        (while the upload is still being read); the final alerts are in the outcome."""
+        (while the upload is still being read) and each final alert the moment its match's
+        spans are final (the best match's before the others' references are reread). The
+        outcome lists every final alert; ``Outcome.published`` holds the ids already sent."""
         started = time.perf_counter()
         upload = parse_upload(raw)
         path = resolve_uri(upload.uri, self.config.serve.allowed_roots)
@@ -110,12 +113,29 @@ class UploadProcessor:
                 return Outcome(upload.upload_id, key, "duplicate")
             described: list[VideoFeatures] = []  # kept only to index an unmatched upload
             early: dict[str, dict] = {}  # reference id -> its last early alert
+            published: set[str] = set()  # final alerts already sent
+            last: list[VideoFeatures] = []  # the latest window read
 
             def windows():
                 for window in self.detector.describe_windows(path, upload.upload_id):
                     if self.config.serve.index_unmatched:
                         described.append(window)
+                    last[:] = [window]
                     yield window
+
+            def send(match: Match, query: dict, reference_duration: float, stage: str) -> None:
+                verdict = self.verdicts.lookup(upload.upload_id, sha, match)
+                match.verdict = verdict.to_dict() if verdict else None
+                previous = early.get(match.reference_id)
+                alert = build_alert(match, upload.upload_id, sha, query, reference_duration,
+                                    self.config.policy, stage, previous)  # fmt: skip
+                if alert is None or publish is None:
+                    return
+                publish(alert)
+                if stage == "early":
+                    early[match.reference_id] = alert
+                else:
+                    published.add(alert["alert_id"])
 
             def on_window(streaming, changed: list[int]) -> None:
                 if float(streaming.last.ends[-1]) >= streaming.last.duration - 1e-6:
@@ -123,16 +143,17 @@ class UploadProcessor:
                 query = {"id": upload.upload_id, "path": str(path),
                          "duration": round(float(streaming.last.ends[-1]), 3)}  # fmt: skip
                 for num in changed:
-                    match, ref = streaming.match(num), streaming.refs[num]
-                    verdict = self.verdicts.lookup(upload.upload_id, sha, match)
-                    match.verdict = verdict.to_dict() if verdict else None
-                    alert = build_alert(match, upload.upload_id, sha, query, ref.duration,
-                                        self.config.policy, "early", early.get(ref.id))  # fmt: skip
-                    if alert is not None and publish is not None:
-                        publish(alert)
-                        early[ref.id] = alert
+                    send(streaming.match(num), query, streaming.refs[num].duration, "early")
 
-            result = query_in_windows(self.detector, self.index, windows(), on_window)
+            def on_final(match: Match) -> None:
+                reference = self.index.get(match.reference_id)
+                if reference is not None:
+                    window = last[0]  # the query as the final alerts describe it
+                    query = QueryResult(window.video_id, window.path, round(window.duration, 3),
+                                        sha256=sha).to_dict()["query"]  # fmt: skip
+                    send(match, query, reference.duration, "final")
+
+            result = query_in_windows(self.detector, self.index, windows(), on_window, on_final)
             result.sha256 = sha
             self.verdicts.apply(result)
             durations = {
@@ -156,7 +177,8 @@ class UploadProcessor:
                         VideoFeatures.concat(described))  # fmt: skip
                     self.index.add([(features, sha)])
                     log.info("indexed unmatched upload %s as a reference", upload.upload_id)
-        return Outcome(upload.upload_id, key, status, alerts, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        return Outcome(upload.upload_id, key, status, alerts, seconds, published)
 
     def mark_done(self, outcome: Outcome) -> None:
         """Record a published outcome so a redelivery is skipped."""
@@ -223,6 +245,7 @@ class KafkaService:
             heartbeat_interval_ms=max(100, self.serve.session_timeout_ms // 4),
             max_poll_interval_ms=self.serve.max_poll_interval_ms,
             max_poll_records=1,
+            fetch_max_wait_ms=self.serve.fetch_max_wait_ms,
         )
         self.producer = KafkaProducer(
             bootstrap_servers=self.serve.bootstrap_servers, acks="all", retries=5, linger_ms=0
@@ -311,18 +334,18 @@ class KafkaService:
         while True:
             attempt += 1
 
-            def publish_early(alert: dict) -> None:
+            def publish_now(alert: dict) -> None:
                 self._publish(
                     self.serve.alerts_topic, json.dumps(alert).encode(), alert["upload_id"]
                 )
                 self.metrics.alerts.inc()
                 log.info(
-                    "%s early alert for upload %s: %s", where, alert["upload_id"],
+                    "%s %s alert for upload %s: %s", where, alert["stage"], alert["upload_id"],
                     alert["reference_id"], extra={**where.ids, "upload_id": alert["upload_id"]},
                 )  # fmt: skip
 
             try:
-                outcome = self.processor.process(record.value, publish_early)
+                outcome = self.processor.process(record.value, publish_now)
             except PermanentError as exc:
                 self.metrics.failed.labels(type(exc).__name__).inc()
                 log.warning("%s dead-lettered: %s", where, exc, extra=where.ids)
@@ -347,10 +370,11 @@ class KafkaService:
                 time.sleep(delay)
                 continue
             for alert in outcome.alerts:
-                self._publish(
-                    self.serve.alerts_topic, json.dumps(alert).encode(), outcome.upload_id
-                )
-            self.metrics.alerts.inc(len(outcome.alerts))
+                if alert["alert_id"] not in outcome.published:
+                    self._publish(
+                        self.serve.alerts_topic, json.dumps(alert).encode(), outcome.upload_id
+                    )
+                    self.metrics.alerts.inc()
             if outcome.status != "duplicate":
                 self.processor.mark_done(outcome)
             self.metrics.processed.labels(outcome.status).inc()

@@ -75,9 +75,10 @@ class StreamingQuery:
         self.timings["align"] += time.perf_counter() - searched
         return changed
 
-    def finish(self, refine: bool = True) -> QueryResult:
-        """Align what is still open, refine every span (``refine``: reread the query's file
-        for it); the query's result."""
+    def finish(self, refine: bool = True, on_final=None) -> QueryResult:
+        """Align what is still open, refine every span (``refine``: from the query's native
+        frames); the query's result. ``on_final(match)`` sees each match as soon as its spans
+        are final, best first (``CopyDetector.refine``)."""
         started = time.perf_counter()
         for num in list(self.open):
             self._align(self.refs[num], self.open[num], last=True)
@@ -90,7 +91,10 @@ class StreamingQuery:
             raise ValueError("finish() before any window")
         durations = {self.refs[n].id: self.refs[n].duration for n in self.final}
         if refine:
-            matches = self.detector.refine(matches, query, durations)
+            matches = self.detector.refine(matches, query, durations, on_final)
+        elif on_final is not None:
+            for match in matches:
+                on_final(match)
         self.timings["refine"] = time.perf_counter() - aligned
         return QueryResult(
             query_id=query.video_id,
@@ -156,12 +160,13 @@ def _overlap(a: Segment, b: Segment) -> bool:
 
 
 def query_in_windows(
-    detector: CopyDetector, index: ReferenceIndex, windows, on_window=None
+    detector: CopyDetector, index: ReferenceIndex, windows, on_window=None, on_final=None
 ) -> QueryResult:
-    """Match a query from its described windows; ``on_window(query, changed)`` after each."""
+    """Match a query from its described windows; ``on_window(query, changed)`` after each,
+    ``on_final(match)`` for each match as soon as its spans are final."""
     streaming = StreamingQuery(detector, index)
     for window in windows:
         changed = streaming.add(window)
         if on_window is not None:
             on_window(streaming, changed)
-    return streaming.finish()
+    return streaming.finish(on_final=on_final)
