@@ -3,7 +3,8 @@
 Alignment sees one frame per 1/fps seconds, so a segment's query start is only known to lie
 between the last sampled frame outside the copy and the first one inside it (up to 0.5 s at
 2 fps, on both ends and, through the segment's speed, on the reference axis too). The frames
-between those two are decoded again as small thumbnails, and the boundary is put where the
+between those two are taken as small thumbnails (kept by the query's decode, ``native_frames``,
+or decoded again, ``read_frames``), and the boundary is put where the
 sequence stops resembling the outside frame and starts resembling the inside one. Thumbnails
 of the same video need no learned descriptor: both neighbours went through the same edit.
 
