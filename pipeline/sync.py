@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 SIGNAL_HZ = 25.0  # the common clock both motion signals are read on
 LAG_S = 0.2  # motion = change between the frames on screen this far apart
 MAX_SHIFT_S = 0.5  # a shift further than this is not a rounding of the grid
-MAX_SIGNAL_S = 10.0  # the first this many seconds of a segment are enough to find its shift
+MAX_SIGNAL_S = 10.0  # the first this many seconds of a segment find its shift (as well as 30)
 READ_THREADS = 2  # references reread at once
 MIN_SIGNAL_S = 2.0  # shorter segments keep their span
 MIN_CORR = 0.7  # the best shift's correlation must reach this (below 0.6 shifts did harm)
