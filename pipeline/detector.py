@@ -28,7 +28,7 @@ from pipeline.refine import (
 )
 from pipeline.streaming.matcher import query_in_windows
 from pipeline.suppress import crop_borders, frame_weights, generic_weights
-from pipeline.sync import sync_matches, sync_windows
+from pipeline.sync import sync_matches, sync_windows, tell_each
 from pipeline.views import View, query_views
 from pipeline.whitening import Whitening
 
@@ -118,12 +118,6 @@ def build_features(
         sampled=len(sampled.frames),
         native=sampled.native,
     )
-
-
-def _tell_each(on_final: Callable[[Match], None] | None, matches: list[Match]) -> list[Match]:
-    for match in matches if on_final is not None else ():
-        on_final(match)
-    return matches
 
 
 def _best_per_reference(nums: np.ndarray, sims: np.ndarray, floor: float) -> dict[int, float]:
@@ -287,11 +281,11 @@ class CopyDetector:
         cfg = self.config.align
         frames = self._span_frames(matches, query) if matches and cfg.refines_spans else None
         if frames is None:  # nothing to refine with: every match is final as it is
-            return _tell_each(on_final, matches)
+            return tell_each(on_final, matches)
         if cfg.refine_boundaries:
             matches = refine_matches(matches, frames, query.fps, query.duration, durations)
         if not cfg.sync_reference:
-            return _tell_each(on_final, matches)
+            return tell_each(on_final, matches)
         # Matches arrive best first: the cap keeps the strongest ones synced.
         limit = cfg.sync_max_matches
         return sync_matches(matches, frames, durations, self.config.decode, limit, on_final)

@@ -130,13 +130,10 @@ def sync_matches(
             except Exception as exc:  # a reference file this process cannot read
                 log.warning("reference sync skipped for %s: %s", match.reference_path, exc)
                 synced.append(match)
-                _tell(on_final, match)
-                continue
-            synced.append(_shifted(match, query, reference, limit))
-            _tell(on_final, synced[-1])
-    for match in unsynced:
-        _tell(on_final, match)
-    return synced + unsynced
+            else:
+                synced.append(_shifted(match, query, reference, limit))
+            tell_each(on_final, synced[-1:])
+    return synced + tell_each(on_final, unsynced)
 
 
 def _shifted(match: Match, query: Frames, reference: Frames, limit: float) -> Match:
@@ -158,6 +155,8 @@ def _shifted(match: Match, query: Frames, reference: Frames, limit: float) -> Ma
     return dataclasses.replace(match, segments=segments)
 
 
-def _tell(on_final: Callable[[Match], None] | None, match: Match) -> None:
-    if on_final is not None:
+def tell_each(on_final: Callable[[Match], None] | None, matches: list[Match]) -> list[Match]:
+    """Hand each of ``matches``, in order, to ``on_final`` (when given): its spans are final."""
+    for match in matches if on_final is not None else ():
         on_final(match)
+    return matches

@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pipeline.records import Match, QueryResult, Segment, VideoFeatures
+from pipeline.sync import tell_each
 
 if TYPE_CHECKING:
     from pipeline.detector import CopyDetector
@@ -92,9 +93,8 @@ class StreamingQuery:
         durations = {self.refs[n].id: self.refs[n].duration for n in self.final}
         if refine:
             matches = self.detector.refine(matches, query, durations, on_final)
-        elif on_final is not None:
-            for match in matches:
-                on_final(match)
+        else:
+            tell_each(on_final, matches)
         self.timings["refine"] = time.perf_counter() - aligned
         return QueryResult(
             query_id=query.video_id,
