@@ -59,17 +59,22 @@ KNN = 20  # search.knn_k
 
 
 def described(paths: list[Path], cache: Path) -> dict[str, VideoFeatures]:
-    """Reference-style descriptors of real videos, cached as descriptor files."""
-    from pipeline.detector import CopyDetector
+    """Reference-style descriptors of real videos, cached as descriptor files (described
+    again when the config's model or frame preparation differs from the cached ones)."""
+    from pipeline.detector import CopyDetector, preprocess_id
 
+    config = load_config()
+    wanted = (config.embed.model, preprocess_id(config))
     cache.mkdir(parents=True, exist_ok=True)
     detector, out = None, {}
     for path in paths:
         target = cache / f"{path.stem}.npz"
-        if not target.exists():
-            detector = detector or CopyDetector(load_config())
+        cached = read_descriptor_file(target).features if target.exists() else None
+        if cached is None or (cached.model, cached.preprocess) != wanted:  # another config's
+            detector = detector or CopyDetector(config)
             write_descriptor_file(target, detector.describe(path, views=False), file_sha256(path))
-        out[path.stem] = read_descriptor_file(target).features
+            cached = read_descriptor_file(target).features
+        out[path.stem] = cached
     return out
 
 
@@ -102,14 +107,16 @@ def distractor_model(work: Path) -> tuple[object, dict]:
     return model, report
 
 
-def distractor(model, number: int, seed: int, preprocess: str) -> VideoFeatures:
+def distractor(model, number: int, seed: int, like: VideoFeatures) -> VideoFeatures:
+    """A synthetic reference described as ``like`` is (model and frame preparation): the index
+    refuses any other."""
     rng = np.random.default_rng([seed, number])
     embeddings = model.video(rng, DISTRACTOR_FRAMES)
     starts = np.arange(DISTRACTOR_FRAMES, dtype=np.float64) / 2
     return VideoFeatures(
         video_id=f"distractor-{number:06d}", path=f"/synthetic/distractor-{number:06d}.mp4",
         duration=DISTRACTOR_FRAMES / 2, embeddings=embeddings, starts=starts, ends=starts + 0.5,
-        model="sscd", fps=2.0, preprocess=preprocess,
+        model=like.model, fps=2.0, preprocess=like.preprocess,
     )  # fmt: skip
 
 
@@ -289,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     model, realism = distractor_model(work)
     log.info("distractor model: %s", json.dumps(realism))
     refs = described(videos(data / "references"), work / "references")
-    preprocess = next(iter(refs.values())).preprocess  # the index refuses any other
+    like = next(iter(refs.values()))
 
     if args.remeasure:
         return remeasure(work, data, queries, realism, args)
@@ -318,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def add_distractor() -> float:
         nonlocal number, frames
-        features = distractor(model, number, args.seed, preprocess)
+        features = distractor(model, number, args.seed, like)
         seconds = timed_add(index, features)
         exact.add(index.get(features.video_id).num, features.embeddings)
         number, frames = number + 1, frames + DISTRACTOR_FRAMES

@@ -8,16 +8,16 @@ from pipeline.errors import ConfigError
 
 def test_defaults_load_and_validate():
     config = load_config()
-    assert config.decode.fps == 2.0 and config.embed.model == "sscd"
+    assert config.decode.fps == 2.0 and config.embed.model == "sscd_distilled"
     assert config.align.method == "tn"
 
 
 def test_user_file_overrides_defaults(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("decode:\n  fps: 1\nembed:\n  model: sscd_distilled\n")
+    path.write_text("decode:\n  fps: 1\nembed:\n  model: sscd\n")
     config = load_config(path)
     assert config.decode.fps == 1.0 and isinstance(config.decode.fps, float)
-    assert config.embed.model == "sscd_distilled"
+    assert config.embed.model == "sscd"
     assert config.decode.short_side == load_config().decode.short_side
 
 
@@ -39,7 +39,7 @@ def test_bad_configs_are_rejected(tmp_path, text):
         load_config(path)
 
 
-@pytest.mark.parametrize("profile", ["fast", "compact"])
+@pytest.mark.parametrize("profile", ["fast", "compact", "sscd"])
 def test_shipped_profiles_load(profile):
     from pipeline.config import DEFAULT_CONFIG
 

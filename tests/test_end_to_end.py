@@ -101,7 +101,7 @@ def test_adding_the_same_references_again_changes_nothing(scene, capsys):
 def test_index_info(scene, capsys):
     assert main(["index", "info", "--index", str(scene / "index"), "--json"]) == 0
     (info,) = _lines(capsys)
-    assert info["references"] == len(REFERENCES) and info["model"] == "sscd"
+    assert info["references"] == len(REFERENCES) and info["model"] == "sscd_distilled"
     assert {r["id"] for r in info["references_list"]} == set(REFERENCES)
 
 
@@ -152,7 +152,7 @@ def test_query_against_missing_index_is_a_usage_error(scene, tmp_path, capsys):
 
 def test_query_with_other_frame_preparation_is_refused(scene, tmp_path, capsys):
     other = tmp_path / "other.yaml"
-    other.write_text("decode:\n  short_side: 288\n")
+    other.write_text("decode:\n  short_side: 224\n")
     query = str(scene / "queries" / "copy.mp4")
     code = main(["query", query, "--index", str(scene / "index"), "--config", str(other)])
     assert code == 2
@@ -201,7 +201,7 @@ def test_describe_then_import_gives_the_same_index_as_add(scene, capsys, tmp_pat
     with np.load(described / "bikes.npz", allow_pickle=False) as data:
         assert data["embeddings"].dtype == np.float16 and data["embeddings"].shape[1] == 512
         assert data["starts"].dtype == np.float64 and data["weights"].dtype == np.float32
-        assert str(data["video_id"]) == "bikes" and str(data["model"]) == "sscd"
+        assert str(data["video_id"]) == "bikes" and str(data["model"]) == "sscd_distilled"
         assert len(str(data["sha256"])) == 64 and float(data["duration"]) > 0
         assert str(data["preprocess"]).startswith("short_side=")
     assert main(["describe", str(refs), "--out", str(described), "--json", "-q"]) == 0
@@ -233,7 +233,7 @@ def test_import_refuses_other_models_and_broken_files_and_goes_on(scene, capsys,
     folder.mkdir()
     write_descriptor_file(folder / "tree.npz", good.features, good.sha256)
     other = good.features
-    other.video_id, other.model = "student", "sscd_distilled"
+    other.video_id, other.model = "student", "sscd"  # the default is the student: not this
     write_descriptor_file(folder / "student.npz", other, "another-sha")
     (folder / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip")
     np.savez(folder / "partial.npz", embeddings=np.zeros((3, 512), np.float32))
@@ -242,7 +242,7 @@ def test_import_refuses_other_models_and_broken_files_and_goes_on(scene, capsys,
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in _lines(capsys)}
     assert rows["tree.npz"]["status"] == "unchanged"  # already indexed by `index add`
     assert rows["student.npz"]["status"] == "failed"
-    assert "sscd_distilled" in rows["student.npz"]["error"]
+    assert "the index holds 'sscd_distilled'" in rows["student.npz"]["error"]
     assert "not a readable descriptor file" in rows["broken.npz"]["error"]
     assert "missing" in rows["partial.npz"]["error"]
 

@@ -213,15 +213,19 @@ class ReferenceIndex:
     def check_model(self, model: str, preprocess: str = "") -> None:
         """Refuse descriptors of another model, or of other frame preparation, than the ones
         that built the index (an empty ``preprocess`` skips that part of the check)."""
+        # Indexes built before the default became the student at 288 px hold sscd at 224 px.
+        earlier = " (the earlier default: use --config configs/sscd.yaml)"
         if self.model is not None and self.model != model:
             raise ModelMismatchError(
                 f"index {self.root} was built with model {self.model!r}, not {model!r}"
+                + (earlier if self.model == "sscd" else "")
             )
         built = self.catalog.meta("preprocess")
         if preprocess and built and built != preprocess:
             raise ModelMismatchError(
                 f"index {self.root} was built with frame preparation {built!r}, not "
                 f"{preprocess!r}: rebuild the index or use the same decode/suppress settings"
+                + (earlier if self.model == "sscd" else "")
             )
 
     # ---- writing -------------------------------------------------------------------------
