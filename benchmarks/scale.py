@@ -223,11 +223,18 @@ def search_recall(catalog: Path, vectors: np.ndarray, truth: list[int], exact) -
 
 def copied_vectors(data: Path, work: Path, refs: dict[str, int]) -> tuple[np.ndarray, list[int]]:
     """Query frame descriptors inside ground-truth copied spans, and their references' nums."""
-    from pipeline.detector import CopyDetector
+    from pipeline.detector import CopyDetector, preprocess_id
 
+    config = load_config()
+    described_as = f"{config.embed.model};{preprocess_id(config)}"
     cache = work / "copied.npz"
+    if cache.exists():
+        with np.load(cache) as data_:
+            cached_as = str(data_["described_as"]) if "described_as" in data_ else ""
+        if cached_as != described_as:  # another model's descriptors cannot be searched here
+            cache.unlink()
     if not cache.exists():
-        detector = CopyDetector(load_config())
+        detector = CopyDetector(config)
         gt = list(csv.DictReader((data / "gt.csv").read_text().splitlines()))
         by_query: dict[str, list[dict]] = {}
         for row in gt:
@@ -244,7 +251,10 @@ def copied_vectors(data: Path, work: Path, refs: dict[str, int]) -> tuple[np.nda
                 )
                 vectors.append(features.embeddings[inside])
                 owners += [row["reference_id"]] * int(inside.sum())
-        np.savez(cache, vectors=np.concatenate(vectors), owners=np.array(owners))
+        np.savez(
+            cache, vectors=np.concatenate(vectors), owners=np.array(owners),
+            described_as=np.array(described_as),
+        )  # fmt: skip
     with np.load(cache) as data_:
         return data_["vectors"], [refs[str(o)] for o in data_["owners"]]
 

@@ -29,7 +29,7 @@ from pipeline.refine import (
 from pipeline.streaming.matcher import query_in_windows
 from pipeline.suppress import crop_borders, frame_weights, generic_weights
 from pipeline.sync import sync_matches, sync_windows, tell_each
-from pipeline.views import View, query_views
+from pipeline.views import View, block_sums, query_views
 from pipeline.whitening import Whitening
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,9 @@ def prepare_frames(sampled: SampledFrames, config: Config, views: bool = True) -
     """Borders cropped, evidence weights, repeated pictures and (for queries) extra views."""
     frames = crop_borders(sampled.frames) if config.suppress.crop_borders else sampled.frames
     weights = frame_weights(frames) if config.suppress.blank_frames else np.ones(len(frames))
-    found = query_views(frames, config.views) if views else {}
-    source = repeated_frames(frames, config.embed.reuse_diff)
+    blocks = block_sums(frames) if len(frames) else None
+    found = query_views(frames, config.views, blocks) if views else {}
+    source = repeated_frames(frames, config.embed.reuse_diff, blocks)
     return PreparedFrames(sampled, frames, weights.astype(np.float32), found, source)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import KeyframesConfig
-from pipeline.views import block_means
+from pipeline.views import Blocks, block_means
 
 
 @dataclass(frozen=True)
@@ -60,15 +60,18 @@ def select_keyframes(
     return Keyframes(kept, run_starts, run_ends, run)
 
 
-def repeated_frames(frames: np.ndarray, max_diff: float) -> np.ndarray:
+def repeated_frames(
+    frames: np.ndarray, max_diff: float, blocks: Blocks | None = None
+) -> np.ndarray:
     """[N] for each frame, the frame whose descriptor it takes: itself (embedded), or the last
     embedded frame before it when no block of their 18 x 32 grey thumbnails differs by more than
     ``max_diff`` grey levels (0 embeds every frame). Compared with the last embedded frame, not
-    the previous one, so a slow drift is embedded again once it adds up."""
+    the previous one, so a slow drift is embedded again once it adds up (``blocks``: the
+    frames' ``block_sums`` when already known)."""
     source = np.arange(len(frames))
     if max_diff <= 0 or len(frames) < 2:
         return source
-    means = block_means(frames)
+    means = block_means(frames, blocks)
     anchor = 0
     for i in range(1, len(frames)):
         if float(np.abs(means[i] - means[anchor]).max()) <= max_diff:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -185,3 +187,22 @@ def test_two_parallel_lines_with_matching_ends_are_a_box(config):
     boxes = _parallel_pairs([bottom, unrelated, top], 200, 112, config.views)
     assert boxes == [(30, 90, 41, 149)]
     assert _parallel_pairs([top, _Line(at=35, lo=40, hi=150)], 200, 112, config.views) == []
+
+
+@pytest.mark.parametrize("shape", [(3, 288, 512), (2, 251, 433), (2, 1080, 1920)])
+def test_block_sums_are_exact_grey_sums(shape):
+    """The 16-bit fast path gives the same block sums as summing every pixel in float64,
+    on uneven blocks and on white full-HD frames (the largest sums)."""
+    from pipeline.views import THUMB, block_sums
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    frames[-1] = 255
+    sums, areas = block_sums(frames)
+    grey = frames.astype(np.float64).mean(axis=3)
+    rows = np.linspace(0, shape[1], THUMB[0] + 1).astype(int)
+    cols = np.linspace(0, shape[2], THUMB[1] + 1).astype(int)
+    blocks = [(r, c) for r in itertools.pairwise(rows) for c in itertools.pairwise(cols)]
+    expected = np.array([[g[r[0] : r[1], c[0] : c[1]].sum() for r, c in blocks] for g in grey])
+    assert np.allclose(sums, expected, rtol=1e-6)
+    assert areas.sum() == shape[1] * shape[2]
