@@ -20,6 +20,7 @@ Writes the "long uploads" section of benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -67,15 +68,18 @@ def make_upload(work: Path, seconds: int) -> Path:
 
 def index_of_references(work: Path) -> Path:
     from pipeline.config import load_config
-    from pipeline.detector import CopyDetector
+    from pipeline.detector import CopyDetector, preprocess_id
     from pipeline.index import ReferenceIndex, file_sha256
 
-    index_dir = work / "index"
+    config = load_config()
+    # One cached index per model and frame preparation: an index refuses any other.
+    described = f"{config.embed.model};{preprocess_id(config)}"
+    index_dir = work / f"index-{hashlib.sha1(described.encode()).hexdigest()[:10]}"
     if not (index_dir / "catalog.sqlite").exists():
         data = REPO / "data" / "bench-seed2"
         if not (data / "gt.csv").exists():
             build(2, data)
-        detector = CopyDetector(load_config())
+        detector = CopyDetector(config)
         with ReferenceIndex(index_dir) as index:
             index.add([(detector.describe(p, views=False), file_sha256(p))
                        for p in videos(data / "references")])  # fmt: skip
