@@ -30,7 +30,14 @@ from pathlib import Path
 from benchmarks import footage
 from benchmarks.build_dataset import build
 from benchmarks.edits import Part, compose, run_ffmpeg
-from benchmarks.run import REPO, process_memory_kb, section_header, update_results, videos
+from benchmarks.run import (
+    REPO,
+    described_as,
+    process_memory_kb,
+    section_header,
+    update_results,
+    videos,
+)
 
 HD = (1280, 720)
 COPY = (60.0, 90.0)  # where the copy sits in every upload
@@ -68,13 +75,12 @@ def make_upload(work: Path, seconds: int) -> Path:
 
 def index_of_references(work: Path) -> Path:
     from pipeline.config import load_config
-    from pipeline.detector import CopyDetector, preprocess_id
+    from pipeline.detector import CopyDetector
     from pipeline.index import ReferenceIndex, file_sha256
 
     config = load_config()
     # One cached index per model and frame preparation: an index refuses any other.
-    described = f"{config.embed.model};{preprocess_id(config)}"
-    index_dir = work / f"index-{hashlib.sha1(described.encode()).hexdigest()[:10]}"
+    index_dir = work / f"index-{hashlib.sha1(described_as(config).encode()).hexdigest()[:10]}"
     if not (index_dir / "catalog.sqlite").exists():
         data = REPO / "data" / "bench-seed2"
         if not (data / "gt.csv").exists():

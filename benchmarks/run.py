@@ -30,7 +30,7 @@ from pathlib import Path
 from benchmarks.build_dataset import build
 from pipeline.config import Config, load_config
 from pipeline.decode import decode_video
-from pipeline.detector import CopyDetector
+from pipeline.detector import CopyDetector, preprocess_id
 from pipeline.index import ReferenceIndex, file_sha256
 from pipeline.metric import Box, evaluate, read_segments
 from pipeline.records import VideoFeatures
@@ -53,6 +53,12 @@ class MethodRun:
 
 def videos(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file())
+
+
+def described_as(config: Config) -> str:
+    """What a video's descriptors depend on, and an index checks: the model and the frame
+    preparation. Benchmarks key their cached descriptors and indexes on it."""
+    return f"{config.embed.model};{preprocess_id(config)}"
 
 
 def decode_only(paths: list[Path], config: Config) -> tuple[float, float]:

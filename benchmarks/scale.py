@@ -45,7 +45,14 @@ from benchmarks.distractors import (
     temporal_stats,
     unrelated_pairs,
 )
-from benchmarks.run import REPO, process_memory_kb, section_header, update_results, videos
+from benchmarks.run import (
+    REPO,
+    described_as,
+    process_memory_kb,
+    section_header,
+    update_results,
+    videos,
+)
 from pipeline.config import load_config
 from pipeline.index import ReferenceIndex, file_sha256
 from pipeline.index.descriptor_file import read_descriptor_file, write_descriptor_file
@@ -61,16 +68,15 @@ KNN = 20  # search.knn_k
 def described(paths: list[Path], cache: Path) -> dict[str, VideoFeatures]:
     """Reference-style descriptors of real videos, cached as descriptor files (described
     again when the config's model or frame preparation differs from the cached ones)."""
-    from pipeline.detector import CopyDetector, preprocess_id
+    from pipeline.detector import CopyDetector
 
     config = load_config()
-    wanted = (config.embed.model, preprocess_id(config))
     cache.mkdir(parents=True, exist_ok=True)
     detector, out = None, {}
     for path in paths:
         target = cache / f"{path.stem}.npz"
         cached = read_descriptor_file(target).features if target.exists() else None
-        if cached is None or (cached.model, cached.preprocess) != wanted:  # another config's
+        if cached is None or f"{cached.model};{cached.preprocess}" != described_as(config):
             detector = detector or CopyDetector(config)
             write_descriptor_file(target, detector.describe(path, views=False), file_sha256(path))
             cached = read_descriptor_file(target).features
@@ -223,15 +229,14 @@ def search_recall(catalog: Path, vectors: np.ndarray, truth: list[int], exact) -
 
 def copied_vectors(data: Path, work: Path, refs: dict[str, int]) -> tuple[np.ndarray, list[int]]:
     """Query frame descriptors inside ground-truth copied spans, and their references' nums."""
-    from pipeline.detector import CopyDetector, preprocess_id
+    from pipeline.detector import CopyDetector
 
     config = load_config()
-    described_as = f"{config.embed.model};{preprocess_id(config)}"
     cache = work / "copied.npz"
     if cache.exists():
         with np.load(cache) as data_:
             cached_as = str(data_["described_as"]) if "described_as" in data_ else ""
-        if cached_as != described_as:  # another model's descriptors cannot be searched here
+        if cached_as != described_as(config):  # another model's cannot be searched here
             cache.unlink()
     if not cache.exists():
         detector = CopyDetector(config)
@@ -253,7 +258,7 @@ def copied_vectors(data: Path, work: Path, refs: dict[str, int]) -> tuple[np.nda
                 owners += [row["reference_id"]] * int(inside.sum())
         np.savez(
             cache, vectors=np.concatenate(vectors), owners=np.array(owners),
-            described_as=np.array(described_as),
+            described_as=np.array(described_as(config)),
         )  # fmt: skip
     with np.load(cache) as data_:
         return data_["vectors"], [refs[str(o)] for o in data_["owners"]]
