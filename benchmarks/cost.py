@@ -67,7 +67,7 @@ def run_variant(overrides: dict, data: Path, work: Path, model: Embedder) -> dic
     """Index the references and run every query with one variant's config (the index is the
     variant's own: a setting such as the frame rate describes references too)."""
     config = load_config(None, overrides)
-    if config.embed.model != model.model_id:  # a variant of the model itself loads its own
+    if config.embed != load_config().embed:  # a variant of the model or its runtime loads its own
         model = make_embedder(config.embed)
     timed = TimedEmbedder(model)
     detector = CopyDetector(config, embedder=timed)

@@ -47,7 +47,8 @@ class EmbedConfig:
     torchscript_path: str | None
     batch_size: int
     threads: int
-    runtime: str  # auto | onnxruntime | torch: what runs the SSCD exports
+    runtime: str  # auto | openvino | onnxruntime | torch: what runs the SSCD exports
+    precision: str  # auto | f32: OpenVINO computes in bf16 where the CPU has bf16 units (auto)
     reuse_diff: float  # grey levels: a frame this close to the last embedded one reuses it
 
     def validate(self) -> None:
@@ -62,9 +63,10 @@ class EmbedConfig:
         _check(self.batch_size > 0 and self.threads >= 0, "embed.batch_size/threads invalid")
         _check(0 <= self.reuse_diff <= 255, "embed.reuse_diff must be in [0, 255]")
         _check(
-            self.runtime in ("auto", "onnxruntime", "torch"),
-            "embed.runtime must be auto, onnxruntime or torch",
+            self.runtime in ("auto", "openvino", "onnxruntime", "torch"),
+            "embed.runtime must be auto, openvino, onnxruntime or torch",
         )
+        _check(self.precision in ("auto", "f32"), "embed.precision must be auto or f32")
 
 
 @dataclass(frozen=True)

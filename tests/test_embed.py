@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from pipeline.decode import decode_video
 from pipeline.embed import (
     OnnxEmbedder,
+    OpenVinoEmbedder,
     TorchOnnxEmbedder,
     TorchScriptEmbedder,
     make_embedder,
@@ -118,9 +120,39 @@ def test_runtime_choice(config):
     assert isinstance(make_embedder(torch_cfg), TorchOnnxEmbedder)
     ort_cfg = dataclasses.replace(torch_cfg, runtime="onnxruntime")
     assert isinstance(make_embedder(ort_cfg), OnnxEmbedder)
+    ov_cfg = dataclasses.replace(torch_cfg, runtime="openvino")
+    assert isinstance(make_embedder(ov_cfg), OpenVinoEmbedder)
     ort_gpu = "CUDAExecutionProvider" in ort.get_available_providers()
-    expected = "torch" if torch.cuda.is_available() and not ort_gpu else "onnxruntime"
+    expected = "torch" if torch.cuda.is_available() and not ort_gpu else "openvino"
     assert resolve_runtime("auto") == expected
+
+
+def test_openvino_gives_onnxruntime_descriptors(clips, config):
+    """OpenVINO runs the same export: in f32 to rounding; with ``precision: auto`` in bf16 where
+    the CPU has bf16 units, as close as a frame is to itself re-encoded at high quality."""
+    frames = decode_video(clips["bikes"], config.decode).frames[::3][:9]
+    reference = OnnxEmbedder("sscd_distilled").embed(frames)
+    exact = OpenVinoEmbedder("sscd_distilled", batch_size=4, precision="f32")
+    assert exact.precision == "f32" and exact.model_id == "sscd_distilled" and exact.dim == 512
+    assert _cosines(exact.embed(frames), reference).min() > 0.9999
+    fast = OpenVinoEmbedder("sscd_distilled", batch_size=4)
+    assert fast.precision in ("bf16", "f32")
+    got = fast.embed(frames)
+    assert got.shape == (len(frames), 512) and got.dtype == np.float32
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    assert _cosines(got, reference).min() > 0.995
+    assert fast.embed(frames[:0]).shape == (0, 512)
+
+
+def test_openvino_serves_threads_at_once(clips, config):
+    """The API embeds from several threads: each has its own infer request."""
+    frames = decode_video(clips["bikes"], config.decode).frames[:8]
+    embedder = OpenVinoEmbedder("sscd_distilled", batch_size=2)
+    alone = embedder.embed(frames)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda k: embedder.embed(np.roll(frames, k, axis=0)), range(8)))
+    for k, result in enumerate(results):
+        assert np.allclose(result, np.roll(alone, k, axis=0), atol=1e-5)
 
 
 def test_auto_runtime_leaves_torch_unloaded_without_a_gpu_driver():
@@ -132,7 +164,7 @@ def test_auto_runtime_leaves_torch_unloaded_without_a_gpu_driver():
     probe = "import sys; from pipeline.embed import resolve_runtime; "
     probe += "print(resolve_runtime('auto'), 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["onnxruntime", "False"]
+    assert out.stdout.split() == ["openvino", "False"]
 
 
 def test_torch_runtime_refuses_unknown_operators(tmp_path):
