@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -24,14 +25,13 @@ def border_box(
         return 0, frames.shape[1], 0, frames.shape[2]
     height, width = frames.shape[1:3]
     if frames.ndim == 4 and frames.dtype == np.uint8:  # r + g + b in integers: exact and fast
-        luma = frames[..., 0].astype(np.int32)
-        luma += frames[..., 1]
-        luma += frames[..., 2]
+        row_sums, col_sums = _rgb_line_sums(frames)
         scale = 3.0
     else:
         luma, scale = (frames.mean(axis=3) if frames.ndim == 4 else frames), 1.0  # [N, H, W]
-    rows = (luma.sum(axis=2) / (scale * width)).max(axis=0)  # brightest appearance of each row
-    cols = (luma.sum(axis=1) / (scale * height)).max(axis=0)
+        row_sums, col_sums = luma.sum(axis=2), luma.sum(axis=1)
+    rows = (row_sums / (scale * width)).max(axis=0)  # brightest appearance of each row
+    cols = (col_sums / (scale * height)).max(axis=0)
     top, bottom = _span(rows > dark)
     left, right = _span(cols > dark)
     if bottom - top < min_keep * height:
@@ -39,6 +39,18 @@ def border_box(
     if right - left < min_keep * width:
         left, right = 0, width
     return top, bottom, left, right
+
+
+def _rgb_line_sums(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """([N, H], [N, W]) sums of r + g + b along each row and column of uint8 frames, exact
+    (OpenCV's integer reductions: a tenth of the time of numpy's on a widened copy)."""
+    n, height, width, _ = frames.shape
+    rows, cols = np.empty((n, height), np.int64), np.empty((n, width), np.int64)
+    for i, frame in enumerate(frames):
+        flat = np.ascontiguousarray(frame).reshape(height, width * 3)
+        rows[i] = cv2.reduce(flat, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[:, 0]
+        cols[i] = cv2.reduce(flat, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[0].reshape(width, 3).sum(1)
+    return rows, cols
 
 
 def _span(lit: np.ndarray) -> tuple[int, int]:
@@ -76,10 +88,8 @@ def frame_weights(frames: np.ndarray, min_std: float = 6.0) -> np.ndarray:
     if len(frames) == 0:
         return np.zeros(0, np.float32)
     flat = frames.reshape(len(frames), -1)
-    if flat.dtype == np.uint8:  # moments from integer sums: a float64 copy of the video costs more
-        mean = flat.sum(axis=1, dtype=np.int64) / flat.shape[1]
-        mean_square = np.square(flat, dtype=np.uint16).sum(axis=1, dtype=np.int64) / flat.shape[1]
-        std = np.sqrt(np.maximum(mean_square - mean**2, 0.0))
+    if flat.dtype == np.uint8:  # OpenCV's moments in double: a fifteenth of numpy's time
+        std = np.array([cv2.meanStdDev(f.reshape(-1, 1))[1][0, 0] for f in flat])
     else:
         std = flat.std(axis=1)
     return (std >= min_std).astype(np.float32)

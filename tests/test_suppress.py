@@ -53,3 +53,21 @@ def test_generic_weights_fall_with_background_similarity():
     weights = generic_weights(frames, background, k=1, low=0.5, high=0.7)
     assert weights.tolist() == [0.0, 1.0]  # a background frame itself; a frame unlike any
     assert generic_weights(frames, None, 1, 0.5, 0.7).tolist() == [1.0, 1.0]
+
+
+def test_borders_and_blank_weights_match_plain_numpy():
+    """The OpenCV reductions behind border_box and frame_weights give numpy's answers: row and
+    column sums exactly, grey-level spread to rounding (uniform, near-threshold and busy frames)."""
+    from pipeline.suppress import _rgb_line_sums
+
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (4, 90, 160, 3), dtype=np.uint8)
+    frames[0] = 17  # uniform
+    frames[1] = rng.integers(100, 121, (90, 160, 3))  # std near the 6-level threshold
+    frames[2, :20] = 0  # a black band
+    rows, cols = _rgb_line_sums(frames)
+    wide = frames.astype(np.int64).sum(axis=3)
+    assert (rows == wide.sum(axis=2)).all() and (cols == wide.sum(axis=1)).all()
+    std = frames.reshape(4, -1).astype(np.float64).std(axis=1)
+    assert (frame_weights(frames) == (std >= 6.0)).all()
+    assert frame_weights(frames)[0] == 0 and frame_weights(frames)[3] == 1

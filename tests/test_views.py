@@ -189,10 +189,11 @@ def test_two_parallel_lines_with_matching_ends_are_a_box(config):
     assert _parallel_pairs([top, _Line(at=35, lo=40, hi=150)], 200, 112, config.views) == []
 
 
-@pytest.mark.parametrize("shape", [(3, 288, 512), (2, 251, 433), (2, 1080, 1920)])
+@pytest.mark.parametrize("shape", [(3, 288, 512), (2, 251, 433), (2, 1080, 1920), (2, 10, 20)])
 def test_block_sums_are_exact_grey_sums(shape):
-    """The 16-bit fast path gives the same block sums as summing every pixel in float64,
-    on uneven blocks and on white full-HD frames (the largest sums)."""
+    """The integral-image path gives the same block sums as summing every pixel in float64:
+    on uneven blocks, on white full-HD frames (the largest sums) and on a sliver smaller than
+    the grid (empty blocks)."""
     from pipeline.views import THUMB, block_sums
 
     rng = np.random.default_rng(0)
@@ -206,3 +207,27 @@ def test_block_sums_are_exact_grey_sums(shape):
     expected = np.array([[g[r[0] : r[1], c[0] : c[1]].sum() for r, c in blocks] for g in grey])
     assert np.allclose(sums, expected, rtol=1e-6)
     assert areas.sum() == shape[1] * shape[2]
+
+
+def test_column_runs_match_a_scan_of_each_column():
+    """All columns at once give the runs a scan down each column finds: gaps of up to 2 closed,
+    runs shorter than the minimum dropped, columns never joined end to end."""
+    from pipeline.views import _column_runs
+
+    rng = np.random.default_rng(3)
+    marks = rng.random((60, 40)) < 0.7
+    marks[-2:, 5] = marks[:2, 6] = True  # a run at a column's end next to one at the next start
+
+    def scan(column):
+        runs, start, last = [], None, None
+        for i in np.flatnonzero(column).tolist():
+            if start is not None and i - last > 3:
+                runs.append((start, last + 1))
+                start = None
+            start = i if start is None else start
+            last = i
+        return [*runs, (start, last + 1)] if start is not None else runs
+
+    expected = [(c, lo, hi) for c in range(40) for lo, hi in scan(marks[:, c]) if hi - lo >= 5]
+    assert _column_runs(marks, 5).tolist() == [list(run) for run in expected]
+    assert _column_runs(np.zeros((10, 3), bool), 2).shape == (0, 3)
