@@ -42,6 +42,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
         yaml.safe_load((REPO / "configs" / "sscd.yaml").read_text()),
     ),
     "default": ("configs/default.yaml", {}),
+    "onnxruntime": (
+        "the default on onnxruntime in f32 (the runtime before OpenVINO)",
+        {"embed": {"runtime": "onnxruntime"}},
+    ),
     "no_views": ("no query views: what they cost", {"views": {"enabled": False}}),
     "1fps": ("1 fps sampling: what the second frame costs", ONE_FPS),
 }
