@@ -83,11 +83,14 @@ class OnnxEmbedder:
         return l2_normalise(np.concatenate(outputs))
 
 
+SHAPES_KEPT = 16  # input shapes whose prepared kernels OpenVINO keeps (bounds its memory)
+
+
 class OpenVinoEmbedder:
     """The same SSCD export compiled by OpenVINO for the CPU.
 
     ``precision`` ``auto`` computes in bf16 where the CPU has bf16 units (AMX, AVX512-BF16),
-    else f32. On a 2-core Sapphire Rapids the student at 288 px took 2.0 ms a frame in bf16
+    else f32. On a 2-core Xeon with AMX the student at 288 px took 2.0 ms a frame in bf16
     against 5.4 on onnxruntime, with descriptors at cosine >= 0.997 of the f32 ones
     (benchmarks/RESULTS.md, "Throughput"): the same model to rounding, so ``model_id`` stays
     the model's name and indexes interchange with the other runtimes."""
@@ -105,6 +108,10 @@ class OpenVinoEmbedder:
             # Pinned threads of two processes on one machine (Ray workers, a test beside a
             # service) would share the same cores.
             "ENABLE_CPU_PINNING": False,
+            # Kernels are prepared per input shape and kept: ~2 MB for each shape of region
+            # view, so a long upload's query process grew by 0.4-0.8 GB. A few kept shapes cost
+            # nothing in speed (preparing one is cheap next to running it).
+            "CPU_RUNTIME_CACHE_CAPACITY": SHAPES_KEPT,
         }
         if threads:
             properties["INFERENCE_NUM_THREADS"] = threads

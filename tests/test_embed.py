@@ -184,3 +184,28 @@ def test_torch_runtime_refuses_unknown_operators(tmp_path):
     with pytest.raises(ValueError, match="Softmax is not supported"):
         OnnxTorchModule(path)
     assert onnx_model_path("sscd").is_file()
+
+
+def test_openvino_memory_stays_bounded_across_frame_shapes():
+    """Every region view has its own frame size; OpenVINO prepares kernels per input shape and
+    kept them all (2 MB a shape: a long upload grew by 0.4 GB). Only a few are kept now."""
+    from pathlib import Path
+
+    def resident_mb() -> float:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+    embedder = OpenVinoEmbedder("sscd_distilled", batch_size=4)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (4, 206, 700, 3), dtype=np.uint8)
+
+    def embed_shapes(count: int) -> None:  # region views: 206 px high, 1-4 frames, any width
+        for _ in range(count):
+            n, width = int(rng.integers(1, 5)), int(rng.integers(206, 700))
+            embedder.embed(np.ascontiguousarray(frames[:n, :, :width]))
+
+    embedder.embed(frames)  # the largest shape first: later ones grow no buffer
+    embed_shapes(100)  # to the caches' steady state
+    settled = resident_mb()
+    embed_shapes(50)
+    assert resident_mb() - settled < 25  # with every shape kept: 67 MB
