@@ -52,7 +52,9 @@ def ray_config(config: Config, cpus: int, gpu: bool = False) -> Config:
 
 
 def single_process(config: Config, refs: list[Path], queries: list[Path], work: Path) -> dict:
-    detector = CopyDetector(config)
+    started = time.perf_counter()
+    detector = CopyDetector(config)  # start-up: the model loaded and compiled
+    start_s = time.perf_counter() - started
     index = ReferenceIndex(work / "index-single")
     started = time.perf_counter()
     index.add([(detector.describe(p, views=False), file_sha256(p)) for p in refs])
@@ -62,7 +64,7 @@ def single_process(config: Config, refs: list[Path], queries: list[Path], work: 
         detector.query(path, index)
     audit_s = time.perf_counter() - started
     index.close()
-    return {"ingest_s": ingest_s, "audit_s": audit_s}
+    return {"ingest_s": start_s + ingest_s, "audit_s": audit_s, "audit_total_s": start_s + audit_s}
 
 
 def with_ray(
@@ -81,11 +83,13 @@ def with_ray(
         ingest_s = time.perf_counter() - started
         out = work / f"audit-ray{cpus}"
         started = time.perf_counter()
-        Audit(cfg, str(index_dir), out).run(queries[0].parent, progress=False)
-        audit_s = time.perf_counter() - started
+        summary = Audit(cfg, str(index_dir), out).run(queries[0].parent, progress=False)
+        total_s = time.perf_counter() - started
     finally:
         ray.shutdown()
-    return {"ingest_s": ingest_s, "audit_s": audit_s}
+    # The audit's own wall: first video sent to last result in. Around it: the actors' start
+    # (processes, imports, model, index) and end, and the review page.
+    return {"ingest_s": ingest_s, "audit_s": summary["wall_seconds"], "audit_total_s": total_s}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,16 +144,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{config.decode.fps:g} fps, decoder `{config.decode.backend}` "
         "(decode-only: one process; Ray: one decoder actor per two CPUs).",
         "",
-        "| path | audit video s / s | audit / decode-only | ingest video s / s "
-        "| ingest / decode-only |",
-        "| --- | --- | --- | --- | --- |",
-        f"| decode only (same decoder and sampling) | {decode_tput:.1f} | 1.00 "
+        "Audit: from the first video in to the last result out; the next column also counts "
+        "start-up (model, actors) and, on Ray, the review page. Ingest: start-up included.",
+        "",
+        "| path | audit video s / s | audit / decode-only | same, start-up and report included "
+        "| ingest video s / s | ingest / decode-only |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| decode only (same decoder and sampling) | {decode_tput:.1f} | 1.00 | 1.00 "
         f"| {ref_decode_tput:.1f} | 1.00 |",
     ]
     for name, row in rows.items():
         audit_tput, ingest_tput = query_video / row["audit_s"], ref_video / row["ingest_s"]
+        total_tput = query_video / row["audit_total_s"]
         lines.append(
-            f"| {name} | {audit_tput:.1f} | {audit_tput / decode_tput:.2f} | {ingest_tput:.1f} "
+            f"| {name} | {audit_tput:.1f} | {audit_tput / decode_tput:.2f} "
+            f"| {total_tput / decode_tput:.2f} | {ingest_tput:.1f} "
             f"| {ingest_tput / ref_decode_tput:.2f} |"
         )
     lines += ["", f"<!-- /bench:{tag} -->"]

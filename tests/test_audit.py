@@ -239,3 +239,28 @@ def test_report_of_a_real_audit_in_a_real_browser(tmp_path, library, config):
         browser.close()
     assert errors == []
     assert all(url.startswith(("file://", "data:")) for url in requests), requests
+
+
+def test_review_thumbnails_read_in_one_pass_are_the_frames_on_screen(clips, tmp_path):
+    """frames_at reads a file once for many times (any order, repeated, past the end) and gives
+    the frame a seek to each time would: the last one starting at or before it."""
+    import av
+    import numpy as np
+
+    from pipeline.report.figures import THUMB_WIDTH, frames_at
+
+    path = clips["bikes"]
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        decoded = [(f.time, f) for f in container.decode(stream)]
+        last_time = decoded[-1][0]
+        height = round(THUMB_WIDTH * stream.height / stream.width / 2) * 2
+        expected_at = {}
+        times = [7.3, 0.0, 2.51, 2.51, 9.9, 0.04, last_time + 30.0, 3.0]
+        for t in times:
+            frame = [f for ft, f in decoded if ft <= t + 1e-3][-1]
+            expected_at[t] = frame.to_ndarray(width=THUMB_WIDTH, height=height, format="rgb24")
+    got = frames_at(path, times)
+    for t, image in zip(times, got, strict=True):
+        assert image is not None and np.array_equal(image, expected_at[t]), t
+    assert frames_at(tmp_path / "gone.mp4", [1.0, 2.0]) == [None, None]

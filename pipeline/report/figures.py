@@ -112,28 +112,45 @@ def _max_pool(sim: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return padded.reshape(padded.shape[0] // rows, rows, -1, cols).max(axis=(1, 3))
 
 
-def frame_at(path: str | Path, t: float) -> np.ndarray | None:
-    """The frame on screen at ``t`` seconds, as an RGB thumbnail; None when unreadable."""
+def frames_at(path: str | Path, times: list[float]) -> list[np.ndarray | None]:
+    """The frames on screen at ``times`` seconds, as RGB thumbnails (None where unreadable), in
+    one threaded, forward read of the file: a seek only where the next time lies behind the read
+    or more than ``SEEK_AHEAD_S`` past it. A seek per thumbnail decoded from the keyframe before
+    each (up to 10 s of frames): the review page of a 59-video audit took 13.7 s, 40 ms a frame."""
     import av
 
+    found: list[np.ndarray | None] = [None] * len(times)
+    order = sorted(range(len(times)), key=lambda k: times[k])
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             stream = container.streams.video[0]
-            container.seek(max(0, int((t - 1.0) / stream.time_base)), stream=stream)
-            chosen = None
-            for frame in container.decode(stream):
-                if frame.time is None:
-                    continue
-                if chosen is not None and frame.time > t + 1e-3:
-                    break
-                chosen = frame
-            if chosen is None:
-                return None
-            height = round(THUMB_WIDTH * chosen.height / chosen.width / 2) * 2
-            return chosen.to_ndarray(width=THUMB_WIDTH, height=max(2, height), format="rgb24")
+            stream.thread_type = "AUTO"
+            frames, latest = iter(()), None
+            for k in order:
+                t = times[k]
+                if latest is None or t < latest.time or t > latest.time + SEEK_AHEAD_S:
+                    container.seek(max(0, int((t - 1.0) / stream.time_base)), stream=stream)
+                    frames, latest = container.decode(stream), None
+                for frame in frames:  # the last frame starting at or before t
+                    if frame.time is None:
+                        continue
+                    if latest is not None and frame.time > t + 1e-3:
+                        found[k], latest = _thumb(latest), frame
+                        break
+                    latest = frame
+                else:  # the video ends before the next frame: its last frame is on screen
+                    found[k] = _thumb(latest) if latest is not None else None
     except Exception as exc:  # a moved or unreadable file: the report says so instead
-        log.warning("no thumbnail of %s at %.1fs: %s", path, t, exc)
-        return None
+        log.warning("no thumbnails of %s: %s", path, exc)
+    return found
+
+
+SEEK_AHEAD_S = 5.0  # decoding this far forward costs less than a seek and a keyframe's GOP
+
+
+def _thumb(frame) -> np.ndarray:
+    height = round(THUMB_WIDTH * frame.height / frame.width / 2) * 2
+    return frame.to_ndarray(width=THUMB_WIDTH, height=max(2, height), format="rgb24")
 
 
 def placeholder(text: str) -> np.ndarray:

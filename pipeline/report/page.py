@@ -23,7 +23,7 @@ from pipeline.report.evidence import evidence_path
 from pipeline.report.figures import (
     clock,
     data_uri,
-    frame_at,
+    frames_at,
     heatmap,
     placeholder,
     timeline_svg,
@@ -142,7 +142,7 @@ def _match_block(
 
 
 def _thumbs(query_path: str, reference_path: str, segments: list[dict]) -> str:
-    cells = []
+    pairs = []  # (label, upload time, reference time) at the start, middle and end of each segment
     for s in segments:
         speed = (s["reference_end"] - s["reference_start"]) / max(
             s["query_end"] - s["query_start"], 1e-6
@@ -150,16 +150,18 @@ def _thumbs(query_path: str, reference_path: str, segments: list[dict]) -> str:
         length = s["query_end"] - s["query_start"]
         for label, at in (("start", 0.05), ("middle", 0.5), ("end", 0.95)):
             t = s["query_start"] + at * length
-            r = s["reference_start"] + (t - s["query_start"]) * speed
-            q_img = frame_at(query_path, t)
-            r_img = frame_at(reference_path, r)
-            cells.append(
-                f'<div class="pair"><img alt="upload at {clock(t)}" src="'
-                f'{data_uri(q_img if q_img is not None else placeholder("unreadable"), ".jpg")}">'
-                f'<img alt="reference at {clock(r)}" src="'
-                f'{data_uri(r_img if r_img is not None else placeholder("unreadable"), ".jpg")}">'
-                f"<span>{label}: {clock(t)} ↔ {clock(r)}</span></div>"
-            )
+            pairs.append((label, t, s["reference_start"] + (t - s["query_start"]) * speed))
+    query_images = frames_at(query_path, [t for _, t, _ in pairs])
+    reference_images = frames_at(reference_path, [r for _, _, r in pairs])
+    cells = []
+    for (label, t, r), q_img, r_img in zip(pairs, query_images, reference_images, strict=True):
+        cells.append(
+            f'<div class="pair"><img alt="upload at {clock(t)}" src="'
+            f'{data_uri(q_img if q_img is not None else placeholder("unreadable"), ".jpg")}">'
+            f'<img alt="reference at {clock(r)}" src="'
+            f'{data_uri(r_img if r_img is not None else placeholder("unreadable"), ".jpg")}">'
+            f"<span>{label}: {clock(t)} ↔ {clock(r)}</span></div>"
+        )
     return "".join(cells)
 
 
