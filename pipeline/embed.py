@@ -109,8 +109,8 @@ class OpenVinoEmbedder:
             # service) would share the same cores.
             "ENABLE_CPU_PINNING": False,
             # Kernels are prepared per input shape and kept: ~2 MB for each shape of region
-            # view, so a long upload's query process grew by 0.4-0.8 GB. A few kept shapes cost
-            # nothing in speed (preparing one is cheap next to running it).
+            # view, so a long upload's query process grew by 0.4-0.8 GB. With batches padded to
+            # one length (``_run``), 16 kept shapes run as fast as 5,000 (RESULTS.md).
             "CPU_RUNTIME_CACHE_CAPACITY": SHAPES_KEPT,
         }
         if threads:
@@ -125,7 +125,11 @@ class OpenVinoEmbedder:
         request = getattr(self.local, "request", None)
         if request is None:
             request = self.local.request = self.compiled.create_infer_request()
-        return request.infer({0: np.ascontiguousarray(batch)})[0].copy()
+        count = len(batch)
+        if count < self.batch_size:  # padded: kernels are kept per shape, so one per frame size
+            padding = np.zeros((self.batch_size - count, *batch.shape[1:]), batch.dtype)
+            batch = np.concatenate([batch, padding])
+        return request.infer({0: np.ascontiguousarray(batch)})[0][:count].copy()
 
     def embed(self, frames: np.ndarray) -> np.ndarray:
         if len(frames) == 0:

@@ -208,4 +208,4 @@ def test_openvino_memory_stays_bounded_across_frame_shapes():
     embed_shapes(100)  # to the caches' steady state
     settled = resident_mb()
     embed_shapes(50)
-    assert resident_mb() - settled < 25  # with every shape kept: 67 MB
+    assert resident_mb() - settled < 8  # with every shape kept: 20 MB
