@@ -27,40 +27,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import footage
-from benchmarks.edits import Part, compose
+from benchmarks.long import HD
 from benchmarks.run import REPO, decode_only, publish, section_header, videos
-from benchmarks.stream import LOOKS, SOURCES
+from benchmarks.stream import recut
 from pipeline.config import load_config
 
-HD = (1280, 720)
 DATA = REPO / "data" / "ingest-720p"
 
 
-def build(out: Path, count: int = 12, seconds: float = 60.0, seed: int = 7) -> list[Path]:
-    """``count`` videos of ``seconds`` of re-cut real footage at 720p (kept between runs)."""
-    import av
-
-    rng = random.Random(seed)
-    clips = footage.clips()
-    lengths = {}
-    for name in SOURCES:
-        with av.open(str(clips[name])) as container:
-            lengths[name] = container.duration / 1e6
+def build(out: Path, count: int = 12, seed: int = 7) -> list[Path]:
+    """``count`` one-minute 720p videos of re-cut real footage (rendered once, then kept)."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for number in range(count):
-        parts, total = [], 0.0
-        while total < seconds - 1.0:
-            name = rng.choice(SOURCES)
-            span = round(min(seconds - total, rng.uniform(3.0, min(12.0, lengths[name] - 0.5))), 2)
-            start = rng.uniform(0, lengths[name] - span - 0.3)
-            parts.append(Part(clips[name], span, start=start, vf=rng.choice(LOOKS)))
-            total += span
-        path = out / f"hd{number:02d}.mp4"
-        if not path.exists():
-            compose(parts, path, canvas=HD)
-        paths.append(path)
+    paths = [out / f"hd{number:02d}.mp4" for number in range(count)]
+    recut(paths, random.Random(seed), HD)
     return paths
 
 

@@ -44,20 +44,17 @@ FAN_OUT_NOTE = (
 )
 
 
-def build(out: Path, references: int, uploads: int, seed: int = 5) -> dict:
-    """Reference footage (>= 1 h) and 30 s uploads; returns the manifest."""
-    rng = random.Random(seed)
-    clips, photos = footage.clips(), footage.photos()
-    refs = out / "references"
-    refs.mkdir(parents=True, exist_ok=True)
-    durations = {}
+def recut(paths: list[Path], rng: random.Random, canvas: tuple[int, int]) -> None:
+    """Render each missing file of ``paths``: a minute of real clips re-cut, excerpts of 3-12 s
+    each with one of ``LOOKS``. A file already there is kept (and skipped, drawing nothing)."""
     import av
 
+    clips = footage.clips()
+    durations = {}
     for name in SOURCES:
         with av.open(str(clips[name])) as container:
             durations[name] = container.duration / 1e6
-    for number in range(references):
-        path = refs / f"ref{number:03d}.mp4"
+    for path in paths:
         if path.exists():
             continue
         parts, total = [], 0.0
@@ -69,7 +66,16 @@ def build(out: Path, references: int, uploads: int, seed: int = 5) -> dict:
             start = rng.uniform(0, durations[name] - seconds - 0.3)
             parts.append(Part(clips[name], seconds, start=start, vf=rng.choice(LOOKS)))
             total += seconds
-        compose(parts, path, canvas=SMALL)
+        compose(parts, path, canvas=canvas)
+
+
+def build(out: Path, references: int, uploads: int, seed: int = 5) -> dict:
+    """Reference footage (>= 1 h) and 30 s uploads; returns the manifest."""
+    rng = random.Random(seed)
+    photos = footage.photos()
+    refs = out / "references"
+    refs.mkdir(parents=True, exist_ok=True)
+    recut([refs / f"ref{number:03d}.mp4" for number in range(references)], rng, SMALL)
     queries = out / "uploads"
     queries.mkdir(exist_ok=True)
     manifest = []
