@@ -31,9 +31,10 @@ from benchmarks.build_dataset import build
 from benchmarks.run import REPO, section_header, update_results, videos
 from pipeline.atomic import write_npz
 from pipeline.config import load_config
-from pipeline.decode import decode_video
-from pipeline.detector import CopyDetector, video_id_for
-from pipeline.embed import Embedder, make_embedder
+from pipeline.describe.decode import decode_video
+from pipeline.describe.describer import video_id_for
+from pipeline.describe.embed import Embedder, make_embedder
+from pipeline.detector import CopyDetector
 from pipeline.index import ReferenceIndex, file_sha256
 from pipeline.metric import evaluate, read_segments
 from pipeline.records import SampledFrames
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    for noisy in ("faiss", "pipeline.index", "pipeline.decode"):
+    for noisy in ("faiss", "pipeline.index", "pipeline.describe.decode"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     data = REPO / "data" / f"bench-seed{args.seed}"
     if not (data / "dataset.json").exists():

@@ -29,8 +29,8 @@ from benchmarks.ablation import ONE_FPS, add_variants
 from benchmarks.build_dataset import build
 from benchmarks.run import REPO, decode_only, publish, section_header, videos
 from pipeline.config import load_config
+from pipeline.describe.embed import Embedder, make_embedder
 from pipeline.detector import CopyDetector
-from pipeline.embed import Embedder, make_embedder
 from pipeline.index import ReferenceIndex, file_sha256
 from pipeline.metric import evaluate, read_segments
 

@@ -4,7 +4,7 @@
 
 Frame preparation is the CPU work between decoding and the model; with the model on a GPU it is
 most of the query's CPU time (benchmarks/RESULTS.md, "On a GPU"). ``--against REV`` also times
-``pipeline/views.py`` as it was at git revision REV on the same frames in the same run, and
+``pipeline/describe/views.py`` as it was at git revision REV on the same frames in the same run, and
 checks that both propose the same regions.
 """
 
@@ -19,16 +19,16 @@ import time
 from pathlib import Path
 
 from benchmarks.run import REPO, machine, videos
-from pipeline import views
 from pipeline.config import load_config
-from pipeline.decode import decode_video
-from pipeline.suppress import crop_borders, frame_weights
+from pipeline.describe import views
+from pipeline.describe.decode import decode_video
+from pipeline.describe.suppress import crop_borders, frame_weights
 
 
 def _views_at(revision: str):
-    """``pipeline/views.py`` from ``revision``, imported as its own module."""
+    """``pipeline/describe/views.py`` from ``revision``, imported as its own module."""
     source = subprocess.run(
-        ["git", "show", f"{revision}:pipeline/views.py"],
+        ["git", "show", f"{revision}:pipeline/describe/views.py"],
         cwd=REPO, check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     path = Path(tempfile.mkdtemp()) / "views_then.py"
@@ -49,7 +49,9 @@ def _timed(fn, frames_list) -> tuple[float, list]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=2)
-    parser.add_argument("--against", help="also time pipeline/views.py at this git revision")
+    parser.add_argument(
+        "--against", help="also time pipeline/describe/views.py at this git revision"
+    )
     args = parser.parse_args(argv)
     config = load_config()
     queries = videos(REPO / "data" / f"bench-seed{args.seed}" / "queries")

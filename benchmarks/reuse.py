@@ -20,10 +20,10 @@ import numpy as np
 from benchmarks.build_dataset import build
 from benchmarks.run import REPO, section_header, update_results, videos
 from pipeline.config import load_config
-from pipeline.decode import decode_windows
-from pipeline.detector import prepare_frames
-from pipeline.embed import make_embedder
-from pipeline.keyframes import repeated_frames
+from pipeline.describe.decode import decode_windows
+from pipeline.describe.describer import prepare_frames
+from pipeline.describe.embed import make_embedder
+from pipeline.describe.keyframes import repeated_frames
 
 THRESHOLDS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 

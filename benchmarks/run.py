@@ -29,8 +29,9 @@ from pathlib import Path
 
 from benchmarks.build_dataset import build
 from pipeline.config import Config, load_config
-from pipeline.decode import decode_video
-from pipeline.detector import CopyDetector, preprocess_id
+from pipeline.describe.decode import decode_video
+from pipeline.describe.describer import preprocess_id
+from pipeline.detector import CopyDetector
 from pipeline.index import ReferenceIndex, file_sha256
 from pipeline.metric import Box, evaluate, read_segments
 from pipeline.records import VideoFeatures
@@ -205,7 +206,7 @@ def machine() -> str:
 
 
 def _gpu() -> str:
-    from pipeline.embed import nvidia_driver_present
+    from pipeline.describe.embed import nvidia_driver_present
 
     if not nvidia_driver_present():
         return "no GPU"

@@ -19,8 +19,8 @@ from pathlib import Path
 from benchmarks.build_dataset import build
 from benchmarks.run import REPO, decode_only, machine, update_results, videos
 from pipeline.config import Config, load_config
+from pipeline.describe.embed import resolve_runtime
 from pipeline.detector import CopyDetector
-from pipeline.embed import resolve_runtime
 from pipeline.index import ReferenceIndex, file_sha256
 
 
@@ -72,7 +72,8 @@ def with_ray(
 ) -> dict:
     import ray
 
-    from workers.audit import Audit, ingest, init_ray
+    from workers.audit import Audit, ingest
+    from workers.ray_runtime import init_ray
 
     cfg = ray_config(config, cpus, gpu)
     init_ray(cfg)

@@ -85,7 +85,7 @@ class SuppressConfig:
 
 @dataclass(frozen=True)
 class WhitenConfig:
-    enabled: bool  # align on whitened descriptors (pipeline/whitening.py)
+    enabled: bool  # align on whitened descriptors (pipeline/index/whitening.py)
     shrinkage: float  # covariance shrinkage toward the identity, 0..1
     min_frames: int  # reference frames needed before a fit is trusted (fewer: raw similarity)
     max_frames: int  # reference frames sampled for a fit (bounds its time and memory)
@@ -114,7 +114,7 @@ class KeyframesConfig:
 
 @dataclass(frozen=True)
 class ViewsConfig:
-    enabled: bool  # embed extra views of query frames (see pipeline/views.py)
+    enabled: bool  # embed extra views of query frames (see pipeline/describe/views.py)
     flip: bool  # a horizontally flipped view
     regions: bool  # sub-regions bounded by persistent straight edges (picture-in-picture, stacks)
     max_regions: int
@@ -164,8 +164,8 @@ class AlignConfig:
     # A span whose unit-speed line is this close (mean similarity) to its fitted line's plays
     # at the original speed; < 0 turns the check off.
     unit_speed_margin: float
-    refine_boundaries: bool  # move segment ends onto the query's cuts (pipeline/refine.py)
-    sync_reference: bool  # shift reference spans onto the query's motion (pipeline/sync.py)
+    refine_boundaries: bool  # move segment ends onto the query's cuts (pipeline/match/refine.py)
+    sync_reference: bool  # shift reference spans onto the query's motion (pipeline/match/sync.py)
     sync_max_matches: int  # references reread for sync per query, best matches first
 
     @property

@@ -66,7 +66,7 @@ class VideoFeatures:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     weights: np.ndarray | None = None  # [N] float32 in [0, 1]: evidence each frame carries
     preprocess: str = ""  # frame preparation the descriptors depend on (see preprocess_id)
-    # Query-side extra views (pipeline/views.py): name -> (rows [M] of the frames the view
+    # Query-side extra views (pipeline/describe/views.py): name -> (rows [M] of the frames the view
     # covers, their [M, D] descriptors as seen through the view). Sparse: a long video's views
     # cost what they cover, and a frame a view does not cover is described by itself alone.
     views: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -194,7 +194,7 @@ class Match:
     reference_path: str
     score: float
     segments: list[Segment]
-    verdict: dict[str, Any] | None = None  # a reviewer's verdict on it (pipeline/verdicts.py)
+    verdict: dict[str, Any] | None = None  # a reviewer's verdict (pipeline/review/verdicts.py)
 
     def to_dict(self) -> dict[str, Any]:
         out = {

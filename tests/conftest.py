@@ -30,7 +30,7 @@ def ray_session(config):
     """One local Ray for every test that needs one (starting Ray costs seconds and memory)."""
     import ray
 
-    from workers.audit import init_ray
+    from workers.ray_runtime import init_ray
 
     init_ray(config)
     yield

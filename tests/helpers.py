@@ -66,7 +66,7 @@ _BASIS = np.random.default_rng(1234).standard_normal((48, 512)).astype(np.float3
 def synthetic_features(video_id: str, n: int, seed: int, model: str = "sscd"):
     """Descriptors of a made-up video for index tests: unit vectors in a 48-dimensional
     subspace (so compressed codes can be trained on a few thousand), drifting in time."""
-    from pipeline.embed import l2_normalise
+    from pipeline.describe.embed import l2_normalise
     from pipeline.records import VideoFeatures
 
     rng = np.random.default_rng(seed)

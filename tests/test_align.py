@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.align import (
+from pipeline.match.align import (
     FrameBox,
     TemporalNetwork,
     boxes_to_segments,
@@ -175,7 +175,7 @@ def test_parallel_duplicate_paths_are_reported_once(tn):
 
 @pytest.mark.parametrize("method", ["hv", "dp"])
 def test_baselines_find_planted_copies(config, method):
-    from pipeline.align import make_aligner
+    from pipeline.match.align import make_aligner
 
     aligner = make_aligner(dataclasses.replace(config.align, method=method))
     sim = _plant(_plant(_noise(80, 100), 5, 60, 15), 40, 10, 20)

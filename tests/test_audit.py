@@ -14,7 +14,7 @@ from benchmarks.edits import Part, compose
 from pipeline.index import ReferenceIndex
 from tests.helpers import write_corrupt
 from workers.audit import Audit, ingest, iter_inputs
-from workers.cli import expand_inputs
+from workers.inputs import expand_inputs
 
 pytestmark = pytest.mark.ray
 
@@ -247,7 +247,7 @@ def test_review_thumbnails_read_in_one_pass_are_the_frames_on_screen(clips, tmp_
     import av
     import numpy as np
 
-    from pipeline.report.figures import THUMB_WIDTH, frames_at
+    from pipeline.review.report.figures import THUMB_WIDTH, frames_at
 
     path = clips["bikes"]
     with av.open(str(path)) as container:

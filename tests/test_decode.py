@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.decode import (
+from pipeline.describe.decode import (
     DecordReader,
     PyAVReader,
     concat_sampled,
@@ -177,7 +177,7 @@ def test_a_long_video_is_read_forward_with_pyav(tmp_path, photos, config, monkey
     ``decode.pyav_after_s`` PyAV reads, whether whole or in windows (the same pixels either
     way); shorter videos keep the configured backend (and the benchmark's results)."""
     from benchmarks.edits import Part, compose
-    from pipeline import decode
+    from pipeline.describe import decode
 
     video = compose([Part(photos["astronaut"], 12.0, photo=True)], tmp_path / "v.mp4")
     used = []

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.decode import decode_video
-from pipeline.embed import (
+from pipeline.describe.decode import decode_video
+from pipeline.describe.embed import (
     OnnxEmbedder,
     OpenVinoEmbedder,
     TorchOnnxEmbedder,
@@ -157,11 +157,11 @@ def test_openvino_serves_threads_at_once(clips, config):
 
 def test_auto_runtime_leaves_torch_unloaded_without_a_gpu_driver():
     """On a CPU machine choosing the runtime must not import torch (a second per start)."""
-    from pipeline.embed import nvidia_driver_present
+    from pipeline.describe.embed import nvidia_driver_present
 
     if nvidia_driver_present():
         pytest.skip("this machine has an NVIDIA driver")
-    probe = "import sys; from pipeline.embed import resolve_runtime; "
+    probe = "import sys; from pipeline.describe.embed import resolve_runtime; "
     probe += "print(resolve_runtime('auto'), 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["openvino", "False"]
@@ -171,7 +171,7 @@ def test_torch_runtime_refuses_unknown_operators(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from pipeline.onnx_torch import OnnxTorchModule
+    from pipeline.describe.onnx_torch import OnnxTorchModule
 
     graph = helper.make_graph(
         [helper.make_node("Softmax", ["x"], ["y"])],

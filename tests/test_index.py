@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.embed import l2_normalise
+from pipeline.describe.embed import l2_normalise
 from pipeline.errors import IdConflictError, ModelMismatchError, UnknownReferenceError
 from pipeline.index import ReferenceIndex
 from pipeline.records import VideoFeatures
@@ -178,7 +178,7 @@ def test_other_frame_preparation_is_refused(tmp_path):
 
 
 def _nearest_video(index: ReferenceIndex, features: VideoFeatures) -> list[str]:
-    from pipeline.pooling import video_descriptor
+    from pipeline.index.pooling import video_descriptor
 
     _sims, nums = index.search_videos(video_descriptor(features)[None], 3)
     return [index.by_num(int(n)).id for n in nums[0] if n >= 0]
@@ -196,7 +196,7 @@ def test_video_level_index_follows_adds_removes_and_reopening(tmp_path):
 
 
 def test_video_descriptor_ignores_frames_without_weight():
-    from pipeline.pooling import video_descriptor
+    from pipeline.index.pooling import video_descriptor
 
     a = _features("a", 4, 1)
     a.weights[:] = [1, 1, 0, 0]

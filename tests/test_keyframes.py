@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import KeyframesConfig
+from pipeline.describe.keyframes import expand, repeated_frames, select_keyframes
 from pipeline.detector import CopyDetector
-from pipeline.keyframes import expand, repeated_frames, select_keyframes
 
 
 def _unit(rng, n, dim=16):

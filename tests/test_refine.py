@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from benchmarks.edits import Part, compose
-from pipeline.decode import decode_windows
+from pipeline.describe.decode import decode_windows
 from pipeline.detector import CopyDetector
-from pipeline.refine import native_frames, read_frames, read_windows, split_time
+from pipeline.match.refine import native_frames, read_frames, read_windows, split_time
 from tests.helpers import cfr_times, write_timed_clip
 
 
@@ -75,7 +75,7 @@ def test_reported_copy_ends_fall_on_the_cuts(config, detector, offgrid_copy, cli
     def no_reread(*args, **kwargs):
         raise AssertionError("the query's frames were kept by its decode")
 
-    monkeypatch.setattr("pipeline.detector.read_frames", no_reread)
+    monkeypatch.setattr("pipeline.match.spans.read_frames", no_reread)
     grid = dataclasses.replace(
         config, align=dataclasses.replace(config.align, refine_boundaries=False)
     )

@@ -16,7 +16,7 @@ import pytest
 from benchmarks.edits import Part, compose
 from benchmarks.footage import ffmpeg_exe
 from pipeline.config import load_config
-from pipeline.decode import concat_sampled, decode_video, decode_windows
+from pipeline.describe.decode import concat_sampled, decode_video, decode_windows
 from pipeline.index import ReferenceIndex, file_sha256
 from pipeline.streaming.hls import PlaylistFollower, parse_playlist
 from tests.helpers import vfr_times, write_timed_clip

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.decode import decode_video
-from pipeline.suppress import border_box, crop_borders, frame_weights
+from pipeline.describe.decode import decode_video
+from pipeline.describe.suppress import border_box, crop_borders, frame_weights
 
 
 def test_letterbox_and_pillarbox_are_cropped():
@@ -42,7 +42,7 @@ def test_real_padded_copy_is_cropped_to_its_picture(tmp_path, clips, config):
 
 
 def test_generic_weights_fall_with_background_similarity():
-    from pipeline.suppress import generic_weights
+    from pipeline.describe.suppress import generic_weights
 
     rng = np.random.default_rng(0)
     background = rng.normal(size=(10, 32)).astype(np.float32)
@@ -58,7 +58,7 @@ def test_generic_weights_fall_with_background_similarity():
 def test_borders_and_blank_weights_match_plain_numpy():
     """The OpenCV reductions behind border_box and frame_weights give numpy's answers: row and
     column sums exactly, grey-level spread to rounding (uniform, near-threshold and busy frames)."""
-    from pipeline.suppress import _rgb_line_sums
+    from pipeline.describe.suppress import _rgb_line_sums
 
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 256, (4, 90, 160, 3), dtype=np.uint8)

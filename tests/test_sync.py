@@ -10,9 +10,9 @@ import pytest
 
 from benchmarks.edits import Part, compose
 from pipeline.detector import CopyDetector
+from pipeline.match.refine import read_frames
+from pipeline.match.sync import best_shift, sync_matches
 from pipeline.records import Match, Segment
-from pipeline.refine import read_frames
-from pipeline.sync import best_shift, sync_matches
 from tests.helpers import cfr_times, write_timed_clip
 
 
@@ -49,7 +49,7 @@ def test_reference_span_lands_within_a_frame(
     """Also with both videos counted as long (``pyav_after_s`` 1 s): then the rereads go
     through PyAV too, since decord would hold state for a whole long file (a 4-hour upload's
     refinement took its peak from 0.74 to 0.94 GiB)."""
-    from pipeline import refine
+    from pipeline.match import refine
 
     decord_reads = []
     real_read = refine._read_decord
@@ -94,7 +94,7 @@ def test_unreadable_reference_or_cap_keeps_spans(config, tmp_path, caplog):
 def test_motion_of_many_shifts_at_once_equals_one_shift_at_a_time():
     """best_shift reads every shifted signal in one call; each must be exactly the signal a
     call for that shift alone gives (distinct frame pairs are compared once)."""
-    from pipeline.sync import motion
+    from pipeline.match.sync import motion
 
     rng = np.random.default_rng(5)
     times = np.sort(rng.uniform(0, 12, 250))

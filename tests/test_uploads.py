@@ -8,9 +8,9 @@ import os
 import pytest
 
 from pipeline.config import PolicyConfig
-from pipeline.policy import alert_id, build_alerts, covered_seconds
 from pipeline.records import Match, QueryResult, Segment
-from pipeline.uploads import MessageError, PathNotAllowedError, parse_upload, resolve_uri
+from pipeline.review.policy import alert_id, build_alerts, covered_seconds
+from pipeline.streaming.uploads import MessageError, PathNotAllowedError, parse_upload, resolve_uri
 
 
 def _msg(**fields) -> bytes:

@@ -10,7 +10,7 @@ import pytest
 from benchmarks.edits import Part, compose
 from pipeline.index import ReferenceIndex, file_sha256
 from pipeline.records import Match, QueryResult, Segment
-from pipeline.verdicts import VerdictError, Verdicts, silenced
+from pipeline.review.verdicts import VerdictError, Verdicts, silenced
 from workers.cli import main
 from workers.service import UploadProcessor
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from benchmarks.edits import Extra, Part, compose
-from pipeline.decode import decode_video
+from pipeline.describe.decode import decode_video
+from pipeline.describe.suppress import crop_borders
+from pipeline.describe.views import query_views, region_proposals
 from pipeline.index import ReferenceIndex, file_sha256
-from pipeline.suppress import crop_borders
-from pipeline.views import query_views, region_proposals
 
 PIP_SECONDS = (4.0, 10.0)  # the picture-in-picture part of the query
 
@@ -84,7 +84,7 @@ def test_both_halves_of_a_stack_are_proposed(layouts, config):
 def test_picture_in_picture_over_a_still_photo_is_proposed(layouts, config):
     """The box that holds the motion, which is the inset or most of it (parts of the tree that
     never move are left out: a crop of the copy, which SSCD matches)."""
-    from pipeline.views import _iou
+    from pipeline.describe.views import _iou
 
     _, frames = _frames(layouts / "still_pip.mp4", config)
     h, w = frames.shape[1:3]
@@ -96,7 +96,7 @@ def test_picture_in_picture_over_a_still_photo_is_proposed(layouts, config):
 def test_a_picture_shaped_like_two_videos_is_cut_into_both(config):
     """Two videos stacked inside black borders whose divider shows no edge: both ends of the
     picture, at 16:9, are proposed; one video's shape is not cut."""
-    from pipeline.views import _stacked_parts
+    from pipeline.describe.views import _stacked_parts
 
     assert _stacked_parts(112, 63) == [(0, 35, 0, 63), (77, 112, 0, 63)]  # one above the other
     assert _stacked_parts(50, 178) == [(0, 50, 0, 89), (0, 50, 89, 178)]  # side by side
@@ -107,7 +107,7 @@ def test_a_picture_shaped_like_two_videos_is_cut_into_both(config):
 def test_small_region_views_are_enlarged_to_the_models_scale(config):
     import dataclasses
 
-    from pipeline.views import _region
+    from pipeline.describe.views import _region
 
     frames = np.random.default_rng(0).integers(0, 255, (2, 224, 398, 3), dtype=np.uint8)
     views = dataclasses.replace(config.views, min_short_side=160)
@@ -129,7 +129,7 @@ def test_plain_camera_footage_gets_no_region_views(clips, config, name):
 def test_region_views_of_plain_footage_stay_within_budget(clips, config, name):
     """Scenes with straight edges (windows, doors) can look like a layout; what that costs is
     bounded by views.max_share of the video's pixels, counted as embedded (enlarged)."""
-    from pipeline.views import _view_size
+    from pipeline.describe.views import _view_size
 
     _, frames = _frames(clips[name], config)
     area = frames.shape[1] * frames.shape[2]
@@ -180,7 +180,7 @@ def test_picture_in_picture_copy_is_found_only_with_views(layouts, clips, config
 def test_two_parallel_lines_with_matching_ends_are_a_box(config):
     """A picture-in-picture whose left and right sides are not found (still, low-contrast
     content along them): its top and bottom lines, ending at the same columns, are the box."""
-    from pipeline.views import _Line, _parallel_pairs
+    from pipeline.describe.views import _Line, _parallel_pairs
 
     top, bottom = _Line(at=30, lo=40, hi=150), _Line(at=90, lo=43, hi=148)
     unrelated = _Line(at=60, lo=0, hi=70)  # ends elsewhere: not a side of the same box
@@ -194,7 +194,7 @@ def test_block_sums_are_exact_grey_sums(shape):
     """The integral-image path gives the same block sums as summing every pixel in float64:
     on uneven blocks, on white full-HD frames (the largest sums) and on a sliver smaller than
     the grid (empty blocks)."""
-    from pipeline.views import THUMB, block_sums
+    from pipeline.describe.views import THUMB, block_sums
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
@@ -212,7 +212,7 @@ def test_block_sums_are_exact_grey_sums(shape):
 def test_column_runs_match_a_scan_of_each_column():
     """All columns at once give the runs a scan down each column finds: gaps of up to 2 closed,
     runs shorter than the minimum dropped, columns never joined end to end."""
-    from pipeline.views import _column_runs
+    from pipeline.describe.views import _column_runs
 
     rng = np.random.default_rng(3)
     marks = rng.random((60, 40)) < 0.7

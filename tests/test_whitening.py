@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 
 from pipeline.config import load_config
-from pipeline.embed import l2_normalise
+from pipeline.describe.embed import l2_normalise
 from pipeline.index import ReferenceIndex
+from pipeline.index.whitening import fit_whitening
 from pipeline.records import VideoFeatures
-from pipeline.whitening import fit_whitening
 
 WHITEN = load_config().whiten
 
@@ -127,8 +127,8 @@ def test_gain_tells_a_corpus_that_whitening_changes_from_one_it_does_not():
 
 
 def test_a_query_aligns_on_raw_similarity_when_whitening_changes_little(tmp_path, monkeypatch):
-    from pipeline import detector as detector_module
     from pipeline.detector import CopyDetector
+    from pipeline.match import pairs as detector_module
 
     config = load_config(overrides={"whiten": {"min_frames": 50}})
     calls = []

@@ -55,8 +55,8 @@ class DecodeActor:
         nothing but run the model."""
         import ray
 
-        from pipeline.decode import decode_windows
-        from pipeline.detector import keeps_native, prepare_frames
+        from pipeline.describe.decode import decode_windows
+        from pipeline.describe.describer import keeps_native, prepare_frames
         from pipeline.records import VideoFeatures
 
         config = self.config
@@ -94,7 +94,7 @@ class EmbedActor:
     frames embedded together, in batches of frames of the same size, across videos."""
 
     def __init__(self, config: dict):
-        from pipeline.embed import make_embedder
+        from pipeline.describe.embed import make_embedder
 
         self.config = Config.from_dict(config)
         self.embedder = make_embedder(self.config.embed)
@@ -109,8 +109,8 @@ class EmbedActor:
         return self.embedder.model_id
 
     async def describe(self, decoded: Any, item: str, video_id: str, path: str, views: bool = True):
-        from pipeline.detector import build_features, preprocess_id
-        from pipeline.keyframes import select_keyframes
+        from pipeline.describe.describer import build_features, preprocess_id
+        from pipeline.describe.keyframes import select_keyframes
 
         if isinstance(decoded, Failed):
             return decoded
@@ -183,7 +183,7 @@ class AlignActor:
         from workers.shards import RayShards
 
         self.config = Config.from_dict(config)
-        from pipeline.verdicts import Verdicts
+        from pipeline.review.verdicts import Verdicts
 
         searcher = RayShards(shards) if shards else None  # frame search on the shard actors
         self.index = ReferenceIndex(

@@ -30,7 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from pipeline.config import Config
 from pipeline.errors import PermanentError, VideoDecodeError
-from pipeline.uploads import PathNotAllowedError, resolve_uri
+from pipeline.streaming.uploads import PathNotAllowedError, resolve_uri
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Engine:
         return self.local.index
 
     def verdicts(self):
-        from pipeline.verdicts import Verdicts
+        from pipeline.review.verdicts import Verdicts
 
         if getattr(self.local, "verdicts", None) is None:
             self.local.verdicts = Verdicts.beside(self.index_dir)
@@ -123,16 +123,14 @@ class Engine:
     def query(self, path: Path, query_id: str | None) -> dict:
         index = self.index()
         try:
-            from pipeline.streaming.matcher import query_in_windows
-
             windows = self.detector.describe_windows(path, query_id)
-            result = query_in_windows(self.detector, index, windows)
+            result = self.detector.query_windows(windows, index)
         except VideoDecodeError as exc:
             raise ApiError(decode_status(exc), str(exc)) from exc
         return self.verdicts().apply(result).to_dict()
 
     def add_reference(self, path: Path, video_id: str | None, replace: bool) -> dict:
-        from pipeline.detector import video_id_for
+        from pipeline.describe.describer import video_id_for
         from pipeline.index import file_sha256
 
         video_id = video_id or video_id_for(path)
@@ -293,7 +291,7 @@ def create_app(
 
     @app.post("/v1/verdicts", tags=["verdicts"], status_code=201)
     async def add_verdict(request: Request) -> dict:
-        from pipeline.verdicts import VerdictError
+        from pipeline.review.verdicts import VerdictError
 
         body = await _json(request)
         span = body.get("reference_span")
@@ -329,7 +327,7 @@ def create_app(
             raise ApiError(401, "the review page needs ?token=<token>")
         if engine.audit is None:
             raise ApiError(404, "no audit to review: start the API with --audit OUT")
-        from pipeline.report.page import build_page
+        from pipeline.review.report.page import build_page
 
         return await engine.run(build_page, engine.audit, "/v1/verdicts")
 

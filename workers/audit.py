@@ -28,6 +28,8 @@ from pipeline.errors import PermanentError, TransientError
 from pipeline.ledger import Ledger
 from pipeline.metric import Box, covered_seconds, write_segments
 from workers.actors import AlignActor, DecodeActor, EmbedActor, IndexWriterActor
+from workers.inputs import expand_inputs
+from workers.ray_runtime import init_ray
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +42,6 @@ class Item:
     key: str
     video_id: str
     path: str
-
-
-def init_ray(config: Config, address: str | None = None) -> None:
-    """Connect to ``address`` (a cluster) or start a local Ray sized by the config."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or config.ray.address or None
-    if address:
-        ray.init(address=address, log_to_driver=False)
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
-    ray.init(
-        num_cpus=config.ray.num_cpus or os.cpu_count(),
-        object_store_memory=config.ray.object_store_mb * 2**20,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
 
 
 class Stages:
@@ -150,8 +133,6 @@ class Stages:
 
 def iter_inputs(source: str | Path) -> list[Item]:
     """A folder (recursive, video suffixes), a CSV manifest or a JSONL manifest (id, path)."""
-    from workers.cli import expand_inputs
-
     source = Path(source)
     if source.is_dir():
         listed = expand_inputs([str(source)])
@@ -247,8 +228,8 @@ class Audit:
             summary = self._run(source, progress, on_result)
         finally:
             self.stages.close()
-        if self.report:  # the review page (pipeline/report/), once the actors are gone
-            from pipeline.report import write_report
+        if self.report:  # the review page (pipeline/review/report/), once the actors are gone
+            from pipeline.review.report import write_report
 
             write_report(self.out)
         return summary
@@ -276,7 +257,7 @@ class Audit:
             value["query"]["id"] = item.video_id
             evidence = value.pop("evidence", None)
             if evidence is not None:  # query descriptors of a match, for the report's heatmaps
-                from pipeline.report.evidence import evidence_path
+                from pipeline.review.report.evidence import evidence_path
 
                 atomic.write_npz(evidence_path(self.out, value["query"]), **evidence)
             status = "failed" if "error" in value else "matched" if value["matches"] else "clean"
@@ -344,7 +325,7 @@ def ingest(
     on_result: Callable | None = None,
 ) -> dict[str, str]:
     """Bulk ``index add`` on the same actors; one writer actor commits to the index."""
-    from pipeline.detector import video_id_for
+    from pipeline.describe.describer import video_id_for
     from pipeline.index import ReferenceIndex, file_sha256
 
     plans: list[tuple[Item, str]] = []

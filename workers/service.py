@@ -33,11 +33,10 @@ from pipeline.detector import CopyDetector
 from pipeline.errors import PermanentError
 from pipeline.index import ReferenceIndex, file_sha256
 from pipeline.ledger import Ledger
-from pipeline.policy import build_alert, build_alerts
 from pipeline.records import Match, QueryResult, VideoFeatures
-from pipeline.streaming.matcher import query_in_windows
-from pipeline.uploads import parse_upload, resolve_uri
-from pipeline.verdicts import Verdicts, silenced
+from pipeline.review.policy import build_alert, build_alerts
+from pipeline.review.verdicts import Verdicts, silenced
+from pipeline.streaming.uploads import parse_upload, resolve_uri
 from workers.shards import shard_searcher
 
 log = logging.getLogger(__name__)
@@ -153,7 +152,7 @@ class UploadProcessor:
                                         sha256=sha).to_dict()["query"]  # fmt: skip
                     send(match, query, reference.duration, "final")
 
-            result = query_in_windows(self.detector, self.index, windows(), on_window, on_final)
+            result = self.detector.query_windows(windows(), self.index, on_window, on_final)
             result.sha256 = sha
             self.verdicts.apply(result)
             durations = {

@@ -102,7 +102,7 @@ def shard_searcher(index_dir: str | Path, config: Config, address: str | None) -
     address = address or config.ray.address
     if not address:
         return None
-    from workers.audit import init_ray
+    from workers.ray_runtime import init_ray
 
     init_ray(config, address)
     return RayShards.start(index_dir, config)

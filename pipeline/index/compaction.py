@@ -30,15 +30,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import faiss
 import numpy as np
 
 from pipeline import atomic
-from pipeline.config import WhitenConfig
+from pipeline.config import IndexConfig, WhitenConfig
 from pipeline.errors import TransientError
-from pipeline.index.catalog import Reference, Segment, Tombstone, now
+from pipeline.index.catalog import Catalog, Reference, Segment, Tombstone, now
 from pipeline.index.segments import frame_ids
 from pipeline.index.structure import (
     Structure,
@@ -48,15 +48,31 @@ from pipeline.index.structure import (
     train_size,
 )
 from pipeline.index.vectors import read_embeddings
-
-if TYPE_CHECKING:
-    from pipeline.index.reference_index import ReferenceIndex
+from pipeline.index.whitening import Whitening
 
 log = logging.getLogger(__name__)
 
 RETRAIN_GROWTH = 4  # retrain when the chosen structure has this many times the trained cells
 TOMBSTONE_SHARE = 0.2  # a coded segment this much removed is rewritten by a background pass
 ENCODE_BATCH = 65536  # vectors encoded per FAISS call
+
+
+class ReferenceIndex(Protocol):
+    """What compaction needs of an index (pipeline/index/reference_index.py implements it)."""
+
+    root: Path
+    config: IndexConfig
+    catalog: Catalog
+
+    @property
+    def shards(self) -> int: ...
+    def structure(self) -> Structure: ...
+    def write_lock(self) -> contextlib.AbstractContextManager[None]: ...
+    def change(self) -> contextlib.AbstractContextManager[list[Path]]: ...
+    def storage_errors(self) -> contextlib.AbstractContextManager[None]: ...
+    def repair(self) -> list[str]: ...
+    def whitening(self, config: WhitenConfig) -> Whitening | None: ...
+    def sample(self, limit: int, seed: int = 0) -> tuple[np.ndarray, int]: ...
 
 
 class CompactionBusy(TransientError):

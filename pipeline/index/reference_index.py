@@ -45,12 +45,13 @@ from pipeline.errors import (
     UnknownReferenceError,
 )
 from pipeline.index.catalog import FORMAT_VERSION, Catalog, Reference, now
+from pipeline.index.compaction import compact, plan_compaction
+from pipeline.index.pooling import video_descriptor
 from pipeline.index.segments import LocalSearcher, Searcher, split_ids
 from pipeline.index.structure import FLAT, Structure, choose_structure, default_nprobe
 from pipeline.index.vectors import VectorCache, sample_vectors, vector_path, write_vectors
-from pipeline.pooling import video_descriptor
+from pipeline.index.whitening import Whitening, fit_whitening
 from pipeline.records import VideoFeatures
-from pipeline.whitening import Whitening, fit_whitening
 
 log = logging.getLogger(__name__)
 
@@ -406,8 +407,6 @@ class ReferenceIndex:
         """Whether a background compaction would change anything worth its cost: the catalog
         outgrew exact search, sealed flat segments wait to be encoded, too many coded segments,
         or tombstones hold a fifth of a coded segment."""
-        from pipeline.index.compaction import plan_compaction
-
         return plan_compaction(self, full=False).worthwhile
 
     def compact(
@@ -415,8 +414,6 @@ class ReferenceIndex:
     ) -> dict:
         """Compact now (pipeline/index/compaction.py); ``wait=False`` raises
         ``CompactionBusy`` instead of waiting for one that is running."""
-        from pipeline.index.compaction import compact
-
         return compact(self, whiten, full=full, wait=wait)
 
     # ---- reading -------------------------------------------------------------------------

@@ -21,9 +21,12 @@ import numpy as np
 
 from pipeline import atomic
 from pipeline.config import Config
-from pipeline.decode import target_size
-from pipeline.policy import build_alert
+from pipeline.describe.decode import target_size
+from pipeline.describe.describer import Describer
+from pipeline.index import ReferenceIndex
+from pipeline.match import MatchStages
 from pipeline.records import SampledFrames
+from pipeline.review.policy import build_alert
 from pipeline.streaming.hls import HlsSegment, PlaylistFollower
 from pipeline.streaming.matcher import StreamingQuery
 
@@ -33,9 +36,17 @@ KEEP_ALERT_IDS = 10000  # alert ids remembered across restarts
 
 
 class LiveStream:
-    def __init__(self, detector, index, playlist: Path, state: Path, name: str | None = None):
-        self.detector, self.index = detector, index
-        self.config: Config = detector.config
+    def __init__(
+        self,
+        describer: Describer,
+        stages: MatchStages,
+        index: ReferenceIndex,
+        playlist: Path,
+        state: Path,
+        name: str | None = None,
+    ):
+        self.describer, self.stages, self.index = describer, stages, index
+        self.config: Config = describer.config
         self.playlist = playlist
         self.name = name or playlist.stem
         self.state_path = state
@@ -50,7 +61,7 @@ class LiveStream:
         self.buffer: list[np.ndarray] = []
         self.buffer_first = self.next_span  # the sampling span of buffer[0]
         self.pending: list[tuple[HlsSegment, int]] = []  # sampled, not all matched: (seg, end)
-        self.streaming = StreamingQuery(detector, index)
+        self.streaming = StreamingQuery(stages, index)
         self.alerted: dict[str, dict] = {}
         self.size: tuple[int, int] | None = None
 
@@ -135,7 +146,7 @@ class LiveStream:
             height=self.size[1] if self.size else 0, first=first,
         )  # fmt: skip
         self.buffer_first = first + len(frames)
-        window = self.detector.describe_sampled(sampled, self.name)
+        window = self.describer.describe_sampled(sampled, self.name)
         self._alert(self.streaming.add(window))
 
     def _gap(self, segment: HlsSegment) -> None:
@@ -144,7 +155,7 @@ class LiveStream:
             self._match(self.buffer)
             self.buffer = []
         self._finish()
-        self.streaming = StreamingQuery(self.detector, self.index)
+        self.streaming = StreamingQuery(self.stages, self.index)
         fps = self.config.decode.fps
         self.next_span = max(self.next_span, round((segment.start + segment.duration) * fps))
         self.buffer_first = self.next_span

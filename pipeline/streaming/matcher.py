@@ -1,7 +1,9 @@
 """Matching a query as it arrives: search and alignment advance window by window.
 
-``StreamingQuery`` takes a video's described windows in order (``CopyDetector
-.describe_windows``, or the windows of a live stream) and, after each, searches the window's
+``StreamingQuery`` takes a video's described windows in order (``Describer.describe_windows``,
+or the windows of a live stream) and drives them through the match stages it is handed
+(pipeline/match: candidates, alignment, span refinement), each entered once per window, in
+that order. After each window it searches the window's
 descriptors, aligns every candidate reference over a bounded stretch of the query (the
 window, the one before it, and any segment still open), and keeps the segments that have
 ended: a segment is **final** once the query has moved ``align.max_step`` sampled frames past
@@ -18,21 +20,18 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
+from pipeline.index import Reference, ReferenceIndex
+from pipeline.match import MatchStages
+from pipeline.match.sync import tell_each
 from pipeline.records import Match, QueryResult, Segment, VideoFeatures
-from pipeline.sync import tell_each
-
-if TYPE_CHECKING:
-    from pipeline.detector import CopyDetector
-    from pipeline.index import Reference, ReferenceIndex
 
 log = logging.getLogger(__name__)
 
 
 class StreamingQuery:
-    def __init__(self, detector: CopyDetector, index: ReferenceIndex):
-        self.detector = detector
+    def __init__(self, stages: MatchStages, index: ReferenceIndex):
+        self.stages = stages
         self.index = index
         self.whitening = None
         self.parts: list[tuple[int, VideoFeatures]] = []  # (first frame, window), oldest first
@@ -50,9 +49,9 @@ class StreamingQuery:
         """Take the next window; returns the reference numbers whose final segments grew."""
         if not self.parts and not self.window_starts:
             self.index.check_model(window.model, window.preprocess)
-            self.whitening = self.detector.usable_whitening(self.index)
+            self.whitening = self.stages.aligner.usable_whitening(self.index)
         started = time.perf_counter()
-        window = self.detector.weigh_generic(window, self.index)
+        window = self.stages.candidates.weigh_generic(window, self.index)
         first = self.frames
         self.parts.append((first, window))
         self.window_starts.append(first)
@@ -60,7 +59,7 @@ class StreamingQuery:
         self.last = window
         for key, value in window.timings.items():
             self.timings[key] = self.timings.get(key, 0.0) + value
-        candidates = self.detector.candidates(window, self.index) if len(window) else []
+        candidates = self.stages.candidates.candidates(window, self.index) if len(window) else []
         searched = time.perf_counter()
         self.timings["search"] += searched - started
         previous = self.window_starts[-2] if len(self.window_starts) > 1 else 0
@@ -79,7 +78,7 @@ class StreamingQuery:
     def finish(self, refine: bool = True, on_final=None) -> QueryResult:
         """Align what is still open, refine every span (``refine``: from the query's native
         frames); the query's result. ``on_final(match)`` sees each match as soon as its spans
-        are final, best first (``CopyDetector.refine``)."""
+        are final, best first (``SpanRefiner.refine``)."""
         started = time.perf_counter()
         for num in list(self.open):
             self._align(self.refs[num], self.open[num], last=True)
@@ -92,7 +91,7 @@ class StreamingQuery:
             raise ValueError("finish() before any window")
         durations = {self.refs[n].id: self.refs[n].duration for n in self.final}
         if refine:
-            matches = self.detector.refine(matches, query, durations, on_final)
+            matches = self.stages.refiner.refine(matches, query, durations, on_final)
         else:
             tell_each(on_final, matches)
         self.timings["refine"] = time.perf_counter() - aligned
@@ -117,15 +116,9 @@ class StreamingQuery:
         them when ``last``). Returns whether final segments were added."""
         query = self._stretch(lo)
         reference = self.index.features(ref)
-        whitening = self.whitening
-        pair = None
-        if whitening is not None:
-            from pipeline.detector import whiten
-
-            pair = whiten(query, whitening), whiten(reference, whitening)
-        match = self.detector.align_features(query, reference, pair)
+        match = self.stages.aligner.align_pair(query, reference, self.whitening)
         fps = query.fps
-        horizon = float(query.ends[-1]) - (self.detector.config.align.max_step + 1) / fps
+        horizon = float(query.ends[-1]) - (self.stages.config.align.max_step + 1) / fps
         kept = self.final.setdefault(ref.num, [])
         grew, still_open = False, False
         for segment in match.segments if match else []:
@@ -160,11 +153,11 @@ def _overlap(a: Segment, b: Segment) -> bool:
 
 
 def query_in_windows(
-    detector: CopyDetector, index: ReferenceIndex, windows, on_window=None, on_final=None
+    stages: MatchStages, index: ReferenceIndex, windows, on_window=None, on_final=None
 ) -> QueryResult:
     """Match a query from its described windows; ``on_window(query, changed)`` after each,
     ``on_final(match)`` for each match as soon as its spans are final."""
-    streaming = StreamingQuery(detector, index)
+    streaming = StreamingQuery(stages, index)
     for window in windows:
         changed = streaming.add(window)
         if on_window is not None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.decode import THUMB_SIDE, Scaler, pick_frames
+from pipeline.describe.decode import THUMB_SIDE, Scaler, pick_frames
 from pipeline.records import Match, NativeFrames, Segment
 
 log = logging.getLogger(__name__)

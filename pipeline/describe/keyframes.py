@@ -7,8 +7,8 @@ run's first): descriptors, not pixels, because what must not change is what alig
 pixel test (thumbnail correlation) merged frames whose descriptors still differed and cost
 0.02-0.04 F1 on the benchmark (benchmarks/RESULTS.md). The kept frame stands for the whole run:
 its span is the union of the run's spans, so reported times stay true, and alignment puts it
-back on the sampling grid (``expand``). Query views (pipeline/views.py) are embedded for kept
-frames only.
+back on the sampling grid (``expand``). Query views (pipeline/describe/views.py) are embedded
+for kept frames only.
 
 Before any of that, ``repeated_frames`` finds the frames that need no model call at all: a frame
 whose every thumbnail block is within ``embed.reuse_diff`` grey levels of the last frame embedded
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import KeyframesConfig
-from pipeline.views import Blocks, block_means
+from pipeline.describe.views import Blocks, block_means
 
 
 @dataclass(frozen=True)

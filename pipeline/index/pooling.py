@@ -1,10 +1,10 @@
 """Video-level descriptors: one vector per video for coarse retrieval next to frame-level kNN.
 
 The descriptor is the mean of a video's frame descriptors weighted by the evidence each frame
-carries (blank and generic frames weigh nothing, see pipeline/suppress.py) and by the time it
-stands for (a keyframe stands for its whole run), L2-normalised. Two videos that share most of
-their picture have similar means even when no single frame pair is above the frame-level
-threshold, which is what makes it a second, independent way to find candidates.
+carries (blank and generic frames weigh nothing, see pipeline/describe/suppress.py) and by the
+time it stands for (a keyframe stands for its whole run), L2-normalised. Two videos that share
+most of their picture have similar means even when no single frame pair is above the
+frame-level threshold, which is what makes it a second, independent way to find candidates.
 """
 
 from __future__ import annotations

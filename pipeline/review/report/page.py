@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pipeline import atomic
 from pipeline.metric import covered_seconds
-from pipeline.report.evidence import evidence_path
-from pipeline.report.figures import (
+from pipeline.review.report.evidence import evidence_path
+from pipeline.review.report.figures import (
     clock,
     data_uri,
     frames_at,

@@ -22,9 +22,9 @@ from collections.abc import Callable
 import numpy as np
 
 from pipeline.config import DecodeConfig
-from pipeline.decode import backend_for, pick_frames
+from pipeline.describe.decode import backend_for, pick_frames
+from pipeline.match.refine import MAX_READ_FRAMES, Frames, read_frames
 from pipeline.records import Match, Segment
-from pipeline.refine import MAX_READ_FRAMES, Frames, read_frames
 
 log = logging.getLogger(__name__)
 

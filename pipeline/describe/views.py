@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import ViewsConfig
-from pipeline.suppress import border_box
+from pipeline.describe.suppress import border_box
 
 Rect = tuple[int, int, int, int]  # top, bottom, left, right (pixels, exclusive ends)
 

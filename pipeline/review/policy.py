@@ -3,7 +3,7 @@
 A match raises an alert when it copies enough, in the manner of Content ID's match amounts:
 every threshold must be met — copied seconds of the upload, the share of the upload that is
 copied, the share of the reference that is copied, and the match score — and no reviewer's
-verdict silences it (``not_copy``, ``licensed``, ``quarantined``: pipeline/verdicts.py).
+verdict silences it (``not_copy``, ``licensed``, ``quarantined``: pipeline/review/verdicts.py).
 
 Alerts come in stages: ``early`` while the upload is still being read (the segments found so
 far, on the sampling grid, shares of what was read so far) and ``final`` once it is done (spans
@@ -23,7 +23,7 @@ from typing import Any
 from pipeline.config import PolicyConfig as AlertPolicy
 from pipeline.metric import covered_seconds
 from pipeline.records import Match, QueryResult
-from pipeline.verdicts import silenced
+from pipeline.review.verdicts import silenced
 
 ALERT_SCHEMA_VERSION = 1
 

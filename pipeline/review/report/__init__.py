@@ -6,6 +6,6 @@ the page. Nothing in the page is fetched from anywhere: images are inlined, styl
 are inline, so the file can be mailed, archived or opened offline.
 """
 
-from pipeline.report.page import write_report
+from pipeline.review.report.page import write_report
 
 __all__ = ["write_report"]

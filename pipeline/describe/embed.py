@@ -2,7 +2,8 @@
 
 The SSCD exports run on OpenVINO (CPU: bf16 where the CPU computes in bf16), onnxruntime (CPU,
 or CUDA where onnxruntime-gpu is installed) or, for a CUDA GPU that only PyTorch can reach, on
-torch (``pipeline/onnx_torch.py``); ``embed.runtime`` chooses, ``auto`` by what the machine has.
+torch (``pipeline/describe/onnx_torch.py``); ``embed.runtime`` chooses, ``auto`` by what the
+machine has.
 
 Every embedder takes a uint8 RGB batch [N, H, W, 3] of one frame size (all frames of a video
 share it) and returns L2-normalised float32 descriptors [N, D]. ``model_id`` names the weights:
@@ -145,7 +146,7 @@ class TorchOnnxEmbedder:
     def __init__(self, model: str = "sscd", batch_size: int = 32, threads: int = 0):
         import torch
 
-        from pipeline.onnx_torch import OnnxTorchModule
+        from pipeline.describe.onnx_torch import OnnxTorchModule
 
         if threads:
             torch.set_num_threads(threads)

@@ -1,0 +1,169 @@
+"""The describe stage: a video's frames decoded, prepared and embedded, window by window.
+
+decode.py samples frames by their timestamps; suppress.py crops borders and weighs blank frames;
+views.py finds the query-side region views (insets, stacked scenes); keyframes.py collapses
+repeated pictures; embed.py runs the model. ``Describer`` chains them into ``VideoFeatures``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.describe.decode import decode_windows
+from pipeline.describe.embed import Embedder, make_embedder
+from pipeline.describe.keyframes import Keyframes, repeated_frames, select_keyframes
+from pipeline.describe.suppress import crop_borders, frame_weights
+from pipeline.describe.views import View, block_sums, query_views
+from pipeline.records import SampledFrames, VideoFeatures
+
+log = logging.getLogger(__name__)
+
+
+def preprocess_id(config: Config) -> str:
+    """What, besides the model, makes two descriptors comparable: an index refuses others."""
+    return f"short_side={config.decode.short_side};crop_borders={int(config.suppress.crop_borders)}"
+
+
+def video_id_for(path: str | Path) -> str:
+    """A reference or query id is the file name without its extension."""
+    return Path(path).stem
+
+
+@dataclass
+class PreparedFrames:
+    """One video's frames ready for the embedder, and the query views found in them."""
+
+    sampled: SampledFrames
+    frames: np.ndarray  # [N, H, W, 3] sampled frames, borders cropped: embedded first
+    weights: np.ndarray  # [N] evidence weight of each frame
+    views: dict[str, View]  # name -> (sampled frames it applies to, pixels from frames)
+    source: np.ndarray  # [N] the frame whose descriptor each frame takes (repeated_frames)
+
+    def unique_frames(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the frames the model must see, take): frame i's descriptor is the model's output
+        row ``take[i]``; a repeated picture is embedded once."""
+        embedded, take = np.unique(self.source, return_inverse=True)
+        frames = self.frames if len(embedded) == len(self.frames) else self.frames[embedded]
+        return frames, take
+
+    def view_batches(self, keys: Keyframes) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Pixels to embed for each view, only for kept frames whose runs the view covers and
+        once per repeated picture: name -> (rows, pixels, take); row ``rows[i]``'s view
+        descriptor is the model's output row ``take[i]``."""
+        batches = {}
+        for name, (sampled_rows, crop) in self.views.items():
+            rows = np.unique(keys.run[sampled_rows])
+            _, first, take = np.unique(
+                self.source[keys.kept[rows]], return_index=True, return_inverse=True
+            )
+            pixels = crop(self.frames[keys.kept[rows[first]]])
+            batches[name] = (rows, np.ascontiguousarray(pixels), take)
+        return batches
+
+
+def keeps_native(config: Config, views: bool) -> bool:
+    """Whether a video's decode keeps thumbnails of its native frames: queries (``views``)
+    whose spans are refined, so refinement need not read the file again."""
+    return views and config.decode.query_thumbnails and config.align.refines_spans
+
+
+def prepare_frames(sampled: SampledFrames, config: Config, views: bool = True) -> PreparedFrames:
+    """Borders cropped, evidence weights, repeated pictures and (for queries) extra views."""
+    frames = crop_borders(sampled.frames) if config.suppress.crop_borders else sampled.frames
+    weights = frame_weights(frames) if config.suppress.blank_frames else np.ones(len(frames))
+    blocks = block_sums(frames) if len(frames) else None
+    found = query_views(frames, config.views, blocks) if views else {}
+    source = repeated_frames(frames, config.embed.reuse_diff, blocks)
+    return PreparedFrames(sampled, frames, weights.astype(np.float32), found, source)
+
+
+def build_features(
+    prepared: PreparedFrames,
+    keys: Keyframes,
+    embeddings: np.ndarray,
+    view_embeddings: dict[str, tuple[np.ndarray, np.ndarray]],
+    video_id: str,
+    model: str,
+    fps: float,
+    timings: dict[str, float],
+    preprocess: str = "",
+) -> VideoFeatures:
+    """``embeddings`` are of every sampled frame; the features keep the keyframes'."""
+    kept = embeddings[keys.kept]
+    views = {name: (rows, described) for name, (rows, described) in view_embeddings.items()}
+    sampled = prepared.sampled
+    return VideoFeatures(
+        video_id=video_id,
+        path=sampled.path,
+        duration=sampled.duration,
+        embeddings=kept,
+        starts=keys.starts,
+        ends=keys.ends,
+        model=model,
+        fps=fps,
+        timings=timings,
+        weights=prepared.weights[keys.kept],
+        preprocess=preprocess,
+        views=views,
+        sampled=len(sampled.frames),
+        native=sampled.native,
+    )
+
+
+class Describer:
+    """Decode, prepare and embed videos with one loaded model."""
+
+    def __init__(self, config: Config, embedder: Embedder | None = None):
+        self.config = config
+        self.embedder = embedder or make_embedder(config.embed)
+        self.preprocess = preprocess_id(config)
+
+    def describe(
+        self, path: str | Path, video_id: str | None = None, views: bool = True
+    ) -> VideoFeatures:
+        """Decode and embed one video (``views=False`` for references: no query views).
+        Raises ``VideoDecodeError`` for unusable input. Memory holds one window of frames."""
+        parts = list(self.describe_windows(path, video_id, views))
+        return parts[0] if len(parts) == 1 else VideoFeatures.concat(parts)
+
+    def describe_windows(
+        self, path: str | Path, video_id: str | None = None, views: bool = True
+    ) -> Iterator[VideoFeatures]:
+        """The video described ``streaming.window_s`` at a time: decode, frame preparation
+        (borders, weights, query views: each window on its own) and embedding per window, so
+        only descriptors outlive a window. A video shorter than one window is one window."""
+        video_id = video_id or video_id_for(path)
+        window = max(1, round(self.config.streaming.window_s * self.config.decode.fps))
+        started = time.perf_counter()
+        native = keeps_native(self.config, views)
+        for sampled in decode_windows(path, self.config.decode, window, native):
+            decode_s = time.perf_counter() - started
+            yield self.describe_sampled(sampled, video_id, views, decode_s)
+            started = time.perf_counter()
+
+    def describe_sampled(
+        self, sampled: SampledFrames, video_id: str, views: bool = True, decode_s: float = 0.0
+    ) -> VideoFeatures:
+        started = time.perf_counter()
+        prepared = prepare_frames(sampled, self.config, views)
+        pixels, take = prepared.unique_frames()
+        embeddings = self.embedder.embed(pixels)[take]
+        keys = select_keyframes(embeddings, sampled.starts, sampled.ends, self.config.keyframes)
+        view_embeddings = {
+            name: (rows, self.embedder.embed(pixels)[take])
+            for name, (rows, pixels, take) in prepared.view_batches(keys).items()
+        }
+        log.debug("described %s: embedded %d, kept %d of %d frames", video_id, len(pixels),
+                  len(keys.kept), len(embeddings))  # fmt: skip
+        timings = {"decode": decode_s, "embed": time.perf_counter() - started}
+        return build_features(
+            prepared, keys, embeddings, view_embeddings, video_id, self.embedder.model_id,
+            self.config.decode.fps, timings, self.preprocess,
+        )  # fmt: skip

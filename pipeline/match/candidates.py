@@ -1,0 +1,103 @@
+"""Candidate generation: which references are worth aligning with a query.
+
+Frame-level kNN over every reference frame with max aggregation per reference (VSC 2022
+baseline), exact re-scoring on a compressed index, and the video-level stage for references
+whose whole-video descriptor is close although no frame pair reached the floor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.describe.suppress import generic_weights
+from pipeline.index import Reference, ReferenceIndex
+from pipeline.index.pooling import pool, pooling_weights
+from pipeline.records import VideoFeatures
+
+
+def best_per_reference(nums: np.ndarray, sims: np.ndarray, floor: float) -> dict[int, float]:
+    """Best similarity per reference number among search hits at or above ``floor``, most
+    similar first (number -1 marks a missing neighbour)."""
+    best: dict[int, float] = {}
+    for num, sim in zip(nums.ravel().tolist(), sims.ravel().tolist(), strict=True):
+        if num >= 0 and sim >= floor and sim > best.get(num, -np.inf):
+            best[num] = sim
+    return dict(sorted(best.items(), key=lambda item: -item[1]))
+
+
+class CandidateSearch:
+    def __init__(self, config: Config):
+        self.config = config
+
+    def weigh_generic(self, query: VideoFeatures, index: ReferenceIndex) -> VideoFeatures:
+        """The query with frames that resemble the index's background set weighed down."""
+        cfg = self.config.suppress
+        background = index.background() if cfg.generic else None
+        if background is None:
+            return query
+        weights = generic_weights(
+            query.embeddings, background, cfg.background_k, cfg.generic_low, cfg.generic_high
+        )
+        return dataclasses.replace(query, weights=query.weights * weights)
+
+    def candidates(self, query: VideoFeatures, index: ReferenceIndex) -> list[Reference]:
+        """References worth aligning: frame-level kNN, max similarity per reference.
+
+        On a compressed index the kNN similarities are estimates that run low: references are
+        shortlisted with the floor lowered by the codes' measured error, then kept and ranked
+        by their exact similarity, read off their own descriptors."""
+        cfg = self.config.search
+        vectors, weights = query.search_vectors()
+        sims, nums, _ = index.search(vectors, cfg.knn_k)
+        sims = sims * weights[:, None]
+        margin = index.similarity_margin()
+        best = best_per_reference(nums, sims, cfg.candidate_min_sim - margin)
+        if margin > 0:
+            shortlist = list(best)[: 2 * cfg.max_candidates]
+            best = self._exact_best(shortlist, nums, vectors, weights, index)
+        ranked = list(best)[: cfg.max_candidates]
+        # Second stage: references whose whole-video descriptor is close, even when no single
+        # frame pair reached the frame-level threshold.
+        if cfg.video_candidates:
+            for ref, sim in self.similar_videos(query, index, cfg.video_candidates):
+                if sim >= cfg.video_min_sim and ref.num not in ranked:
+                    ranked.append(ref.num)
+        return [index.by_num(num) for num in ranked]
+
+    def _exact_best(
+        self,
+        shortlist: list[int],
+        nums: np.ndarray,
+        vectors: np.ndarray,
+        weights: np.ndarray,
+        index: ReferenceIndex,
+    ) -> dict[int, float]:
+        """Exact best weighted similarity of each shortlisted reference to the query vectors
+        whose neighbours included it, at or above the candidate floor, most similar first."""
+        best = {}
+        for num in shortlist:
+            ref = index.catalog.by_num(num)
+            if ref is None:  # removed since the search
+                continue
+            rows = np.flatnonzero((nums == num).any(axis=1))
+            frames = index.features(ref).embeddings
+            sim = float(((vectors[rows] @ frames.T).max(axis=1) * weights[rows]).max())
+            if sim >= self.config.search.candidate_min_sim:
+                best[num] = sim
+        return dict(sorted(best.items(), key=lambda item: -item[1]))
+
+    def similar_videos(
+        self, query: VideoFeatures, index: ReferenceIndex, k: int = 10
+    ) -> list[tuple[Reference, float]]:
+        """The ``k`` references whose video-level descriptors are most similar to the query's
+        (the best over the query's views), most similar first."""
+        weights = pooling_weights(query)
+        pooled = np.stack([pool(query.embeddings, weights)] + [
+            pool(query.embeddings, weights, replace=view) for view in query.views.values()
+        ])  # fmt: skip
+        sims, nums = index.search_videos(pooled, k)
+        best = best_per_reference(nums, sims, -1.0)
+        return [(index.by_num(num), sim) for num, sim in list(best.items())[:k]]

@@ -1,0 +1,51 @@
+"""What every command shares: progress bars, result lines on stdout, error results."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline.config import Config
+from pipeline.records import QueryResult
+
+
+def progress(items: list, what: str, quiet: bool) -> Iterator:
+    return iter(
+        tqdm(items, desc=what, unit="video", file=sys.stderr, disable=quiet or len(items) < 2)
+    )
+
+
+def emit(obj: dict, as_json: bool, human: str) -> None:
+    print(json.dumps(obj) if as_json else human, flush=True)
+
+
+def human_result(result: QueryResult) -> str:
+    if result.error:
+        return f"{result.query_path}: ERROR {result.error}"
+    if not result.matches:
+        return f"{result.query_id}: no copy found"
+    lines = [f"{result.query_id}: {len(result.matches)} matching reference(s)"]
+    for match in result.matches:
+        lines.append(f"  {match.reference_id} (score {match.score:.2f})")
+        for s in match.segments:
+            lines.append(
+                f"    query {s.query_start:7.2f}-{s.query_end:7.2f}s  <-  reference "
+                f"{s.reference_start:7.2f}-{s.reference_end:7.2f}s  score {s.score:.2f}"
+            )
+    return "\n".join(lines)
+
+
+def error_result(path: Path, exc: Exception) -> QueryResult:
+    from pipeline.describe.describer import video_id_for
+
+    return QueryResult(video_id_for(path), str(path), None, error=str(exc))
+
+
+def make_detector(config: Config):
+    from pipeline.detector import CopyDetector
+
+    return CopyDetector(config)
