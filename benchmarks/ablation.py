@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated variant names (default: all)")
     parser.add_argument("--set", action="append", default=[], metavar="JSON",
                         help='an extra variant: {"name": ..., "overrides": {...}}')  # fmt: skip
-    parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     for noisy in ("faiss", "pipeline.index", "pipeline.describe.decode"):

@@ -44,7 +44,7 @@ def ceiling(truth: list[Box], fps: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1,2,3,4", help="comma-separated dataset seeds")
-    parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     lines = [

@@ -1,6 +1,6 @@
 """What a query costs, stage by stage: seconds per hour of video, and frames through the model.
 
-    python -m benchmarks.cost --seed 2        # writes the "cost seed 2" section of RESULTS.md
+    python -m benchmarks.cost --seed 2    # the "cost seed 2" section of results/throughput.md
 
 Every query of the dataset goes through the real pipeline (``CopyDetector.query``: decode,
 frame preparation, SSCD, FAISS search, alignment, refinement) against an index of the dataset's
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="JSON",
                         help='an extra variant: {"name": ..., "overrides": {...}}')  # fmt: skip
-    parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     data = REPO / "data" / f"bench-seed{args.seed}"
     if not (data / "dataset.json").exists():

@@ -1,6 +1,6 @@
 """Bulk ingest of 720p H.264 footage against decoding it, in one run.
 
-    python -m benchmarks.ingest            # writes the "ingest 720p" section of RESULTS.md
+    python -m benchmarks.ingest   # the "ingest 720p" section of results/throughput.md
 
 Footage: 12 one-minute 720p 25 fps H.264 videos re-cut from the real clips (excerpts of 3-12 s
 with the streaming benchmark's looks: flips, hue, contrast, crops), rendered once into

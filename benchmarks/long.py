@@ -14,7 +14,7 @@
   it to its first alert (the copy sits in its second minute) and, with ``--wait-final``, to its
   final alert.
 
-Writes the "long uploads" section of benchmarks/RESULTS.md.
+Writes the "long uploads" section of benchmarks/results/long.md.
 """
 
 from __future__ import annotations

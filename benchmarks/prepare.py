@@ -3,9 +3,9 @@
     python -m benchmarks.prepare --seed 2 [--against REV]
 
 Frame preparation is the CPU work between decoding and the model; with the model on a GPU it is
-most of the query's CPU time (benchmarks/RESULTS.md, "On a GPU"). ``--against REV`` also times
-``pipeline/describe/views.py`` as it was at git revision REV on the same frames in the same run, and
-checks that both propose the same regions.
+most of the query's CPU time (benchmarks/results/throughput.md, "On a GPU"). ``--against REV``
+also times ``pipeline/describe/views.py`` as it was at git revision REV on the same frames in the
+same run, and checks that both propose the same regions.
 """
 
 from __future__ import annotations

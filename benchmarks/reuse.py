@@ -7,7 +7,7 @@ preparation) is embedded once; then, for each threshold of ``embed.reuse_diff``,
 ``repeated_frames`` would not embed are counted and each one's true descriptor is compared with
 the descriptor it would take instead. A reused frame is harmless when that similarity is as
 high as the similarity of two consecutive sampled frames of a held shot; the table gives its
-low quantiles. Writes the "reuse seed N" section of benchmarks/RESULTS.md.
+low quantiles. Writes the "reuse seed N" section of benchmarks/results/throughput.md.
 """
 
 from __future__ import annotations

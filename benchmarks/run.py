@@ -7,7 +7,7 @@ Measures, on the same data and machine: copyspan (temporal network), Hough votin
 programming on the same SSCD features, provena-audit and vPDQ (installed into their own venv by
 benchmarks/setup_peers.sh), and decode-only throughput of the query files with copyspan's
 decoder, so copyspan's speed is reported as a ratio measured in the same run. The table is
-written into benchmarks/RESULTS.md between markers named after the run's tag.
+written into benchmarks/results/accuracy.md between markers named after the run's tag.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from pipeline.records import VideoFeatures
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "RESULTS.md"
 PEERS_PYTHON = REPO / ".cache" / "peers-venv" / "bin" / "python"
 
 
@@ -297,10 +296,31 @@ def render(
     return "\n".join(lines)
 
 
-def update_results(tag: str, markdown: str, path: Path = RESULTS) -> None:
+# Result pages by topic, each table between markers named after its tag; RESULTS.md indexes them.
+RESULT_PAGES = REPO / "benchmarks" / "results"
+PAGE_OF_TAG = (  # tag prefix -> page, first match wins; a tag already on a page stays there
+    ("stream-catalog", "scale"), ("stream", "streaming"), ("scale", "scale"), ("nprobe", "scale"),
+    ("long", "long"), ("throughput", "throughput"), ("cost", "throughput"),
+    ("ingest", "throughput"), ("reuse", "throughput"),
+)  # fmt: skip
+
+
+def results_page(tag: str, pages: Path = RESULT_PAGES) -> Path:
+    """The page holding ``tag``'s section, or the page its topic goes to."""
+    marker = f"<!-- bench:{tag} -->"
+    for page in sorted(pages.glob("*.md")):
+        if marker in page.read_text():
+            return page
+    topic = next((page for prefix, page in PAGE_OF_TAG if tag.startswith(prefix)), "accuracy")
+    return pages / f"{topic}.md"
+
+
+def update_results(tag: str, markdown: str, pages: Path = RESULT_PAGES) -> None:
+    """Replace ``tag``'s section on its results page (appended when it is new)."""
     from pipeline.atomic import write_text
 
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    path = results_page(tag, pages)
+    text = path.read_text() if path.exists() else f"# {path.stem.capitalize()}\n"
     pattern = re.compile(
         rf"<!-- bench:{re.escape(tag)} -->.*?<!-- /bench:{re.escape(tag)} -->", re.S
     )
@@ -313,7 +333,7 @@ def update_results(tag: str, markdown: str, path: Path = RESULTS) -> None:
 
 
 def publish(tag: str, markdown: str, write: bool = True) -> None:
-    """Print a results section and, with ``write``, put it into RESULTS.md."""
+    """Print a results section and, with ``write``, put it into its results page."""
     print(markdown)
     if write:
         update_results(tag, markdown)
@@ -326,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="copyspan config merged over the defaults")
     parser.add_argument("--no-peers", action="store_true", help="skip provena-audit and vPDQ")
     parser.add_argument("--tag", help="results section name (default: seed N)")
-    parser.add_argument("--no-write", action="store_true", help="print, do not edit RESULTS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("faiss").setLevel(logging.WARNING)

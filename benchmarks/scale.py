@@ -18,7 +18,7 @@ compacted (``copyspan index compact``: the default config picks the structure) a
   compaction (those 20 stay, in a fresh flat segment, as in a live index), build and
   compaction time.
 
-Writes the "scale" section of benchmarks/RESULTS.md and benchmarks/scale.png.
+Writes the "scale" section of benchmarks/results/scale.md and benchmarks/scale.png.
 """
 
 from __future__ import annotations
@@ -406,7 +406,7 @@ def remeasure(work: Path, data: Path, queries: list[Path], realism: dict, args) 
 
 
 def publish(rows: list[dict], realism: dict, args) -> int:
-    """Print the section, draw the plot and (unless --no-write) update RESULTS.md."""
+    """Print the section, draw the plot and (unless --no-write) update its results page."""
     markdown = render(rows, realism, args)
     print(markdown)
     plot(rows, REPO / "benchmarks" / "scale.png")
