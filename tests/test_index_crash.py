@@ -143,9 +143,17 @@ def test_compaction_killed_midway_leaves_the_index_readable(tmp_path, marker):
     ids = [f"c{i}" for i in range(12)]
     assert _check_consistent(root, config) == sorted(ids)
     with ReferenceIndex(root, config=config) as index:
-        assert index.info()["segments"]["coded"] == 0  # nothing half-done was committed
-        index.compact()  # running it again finishes the job
+        info = index.info()
+        assert info["segments"]["coded"] == 0  # nothing half-done was committed
+        assert not info["compaction"]["running"] and info["compaction_due"]  # still due
+    # The next command compacts it, as an add or import does after committing.
+    subprocess.run(
+        [sys.executable, "-m", "workers.cli", "index", "compact", "--if-due", "--index",
+         str(root), "--config", str(config_file), "-q"], cwd=REPO, check=True,
+    )  # fmt: skip
+    with ReferenceIndex(root, config=config) as index:
         assert index.info()["segments"]["coded"] == 1 and index.approximate
+        assert not index.compaction_due()
     assert _check_consistent(root, config) == sorted(ids)
 
 

@@ -6,8 +6,8 @@ layouts have one thing in common that ordinary footage lacks: long, straight, ax
 that stay in the same place for seconds while the picture beside them moves.
 ``region_proposals`` finds such edges shot by shot and proposes the rectangles they bound; each
 proposal is embedded for the frames it was found in, and alignment takes the best view per
-frame pair (``CopyDetector.align_pair``). Two layouts show no such edge and are proposed by
-their shape instead: a picture-in-picture over a still photo (the box that holds all the
+frame pair (``PairAligner``, pipeline/match/pairs.py). Two layouts show no such edge and are
+proposed by their shape instead: a picture-in-picture over a still photo (the box that holds all the
 motion) and two videos stacked inside black borders with no visible divider (both ends of a
 picture too wide or too tall for one video). Small regions are enlarged before embedding, to the
 scale the model describes references at. A horizontally flipped view is available too

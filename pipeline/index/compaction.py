@@ -12,6 +12,11 @@ What it does, by the catalog's size (``structure.choose_structure``):
 * a change of ``index.shards`` spreads every reference over the new shards (by number);
 * the whitening is refitted when the catalog changed enough since it was fitted.
 
+Nobody has to run it by hand: ``index add``/``import`` start ``index compact --if-due`` in the
+background, and work committed while a compaction runs is compacted by it (``compact``: the
+one that finds it busy leaves a request, the running one makes another pass). ``index info``
+shows whether one is running and since when (``compaction_state``).
+
 The work runs outside the writer lock: the lock is held only to seal the open flat segment
 and read what to compact, and again to commit the swap in one transaction. References removed
 meanwhile keep a tombstone, moved onto the new segment. New segment files get fresh names and
@@ -25,6 +30,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -131,42 +137,109 @@ def plan_compaction(index: ReferenceIndex, full: bool) -> Plan:
     return plan
 
 
+LOCK = ".compact.lock"  # held by the running compaction (flock: released if it dies)
+REQUEST = ".compact.request"  # left by a writer whose compaction found one running
+RUNNING = ".compact.running"  # {"pid", "since"} of the running compaction, for index info
+
+
 @contextlib.contextmanager
 def _compaction_lock(root: Path, wait: bool) -> Iterator[None]:
-    with open(root / ".compact.lock", "w") as handle:
+    with open(root / LOCK, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError as exc:
             raise CompactionBusy(f"a compaction of {root} is already running") from exc
+        running = root / RUNNING
         try:
+            atomic.write_text(running, json.dumps({"pid": os.getpid(), "since": now()}))
             yield
         finally:
+            running.unlink(missing_ok=True)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def request_compaction(root: Path) -> None:
+    """Ask the running compaction (if any) for one more pass once it is done."""
+    atomic.write_text(root / REQUEST, now())
+
+
+def compaction_state(root: Path) -> dict:
+    """Whether a compaction is running and since when (``index info``); a marker left by a
+    compactor that died is not running (its work stays due for the next command)."""
+    state: dict = {"running": False, "since": None, "pid": None}
+    try:
+        marker = json.loads((root / RUNNING).read_text())
+    except (OSError, ValueError):
+        marker = None
+    if marker and _alive(int(marker.get("pid", 0))):
+        state.update(running=True, since=marker.get("since"), pid=marker["pid"])
+    state["requested"] = (root / REQUEST).exists()
+    return state
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def compact(
     index: ReferenceIndex, whiten: WhitenConfig | None = None, full: bool = True, wait: bool = True
 ) -> dict:
-    """Compact ``index`` (see the module docstring); returns what was done."""
+    """Compact ``index`` (see the module docstring); returns what was done.
+
+    Work added while a pass runs is not lost: whoever finds a compaction running
+    (``wait=False``: the background ``index compact --if-due`` after an add or import) leaves a
+    request and returns; the running one checks for requests after releasing its lock and makes
+    another pass. Leaving the request before trying the lock, and checking it after releasing,
+    means one of the two always sees the other."""
     started = time.perf_counter()
-    with _compaction_lock(index.root, wait):
-        with index.write_lock():
-            index.repair()  # a full sweep: compaction may follow a crash
-            if full:
-                with index.change():
-                    index.catalog.seal_flat()  # new references go to a fresh segment meanwhile
-            plan = plan_compaction(index, full)
-            stones = index.catalog.tombstones()
-            members = {s.seg: index.catalog.members(s.seg) for g in plan.groups.values() for s in g}
-        report: dict = {"structure": plan.structure.to_dict(), "trained": False}
-        if plan.worthwhile:
-            with index.storage_errors():
-                report.update(_run(index, plan, members, stones))
-        if whiten is not None and whiten.enabled:
-            fitted = index.whitening(whiten)  # refits only when the catalog changed enough
-            report["whitening_frames"] = fitted.frames if fitted else None
+    request = index.root / REQUEST
+    if not wait:
+        request_compaction(index.root)
+    passes: list[dict] = []
+    while True:
+        try:
+            with _compaction_lock(index.root, wait):
+                request.unlink(missing_ok=True)  # this pass plans after every earlier commit
+                passes.append(_pass(index, whiten, full))
+        except CompactionBusy:
+            if passes:  # another compactor took over after our pass: it honours the request
+                break
+            raise
+        if not request.exists():
+            break
+        log.info("compaction of %s: work arrived during the pass; compacting again", index.root)
+        full, wait = False, False
+    report = passes[0] if len(passes) == 1 else {**passes[-1], "passes": passes}
     report["seconds"] = round(time.perf_counter() - started, 3)
     log.info("compaction of %s done: %s", index.root, json.dumps(report))
+    return report
+
+
+def _pass(index: ReferenceIndex, whiten: WhitenConfig | None, full: bool) -> dict:
+    """One compaction pass, under the compaction lock."""
+    with index.write_lock():
+        index.repair()  # a full sweep: compaction may follow a crash
+        if full:
+            with index.change():
+                index.catalog.seal_flat()  # new references go to a fresh segment meanwhile
+        plan = plan_compaction(index, full)
+        stones = index.catalog.tombstones()
+        members = {s.seg: index.catalog.members(s.seg) for g in plan.groups.values() for s in g}
+    report: dict = {"structure": plan.structure.to_dict(), "trained": False}
+    if plan.worthwhile:
+        with index.storage_errors():
+            report.update(_run(index, plan, members, stones))
+    if whiten is not None and whiten.enabled:
+        fitted = index.whitening(whiten)  # refits only when the catalog changed enough
+        report["whitening_frames"] = fitted.frames if fitted else None
     return report
 
 

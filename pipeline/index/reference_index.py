@@ -45,7 +45,7 @@ from pipeline.errors import (
     UnknownReferenceError,
 )
 from pipeline.index.catalog import FORMAT_VERSION, Catalog, Reference, now
-from pipeline.index.compaction import compact, plan_compaction
+from pipeline.index.compaction import compact, compaction_state, plan_compaction
 from pipeline.index.pooling import video_descriptor
 from pipeline.index.segments import LocalSearcher, Searcher, split_ids
 from pipeline.index.structure import FLAT, Structure, choose_structure, default_nprobe
@@ -199,6 +199,7 @@ class ReferenceIndex:
             "shards": self.shards,
             "disk_bytes": self._disk_bytes(),
             "compaction_due": self.compaction_due(),
+            "compaction": compaction_state(self.root),  # running, since, pid, requested
         }
 
     def _disk_bytes(self) -> dict[str, int]:
