@@ -6,11 +6,16 @@ the predicted boxes covered by the GT boxes they hit / total predicted length; r
 covered by the predictions that hit it / total GT length. Pair precision = P_query * P_ref, pair
 recall = R_query * R_ref. A pair with predictions and no GT has P = 0; a pair with GT and no
 prediction has R = 0. Overall P = mean over pairs with predictions, R = mean over pairs with GT.
+
+``segment_ap`` is Meta's VSC 2022 matching-track metric beside it: predictions ranked by score,
+precision and recall accumulated over every pair, averaged along the ranking.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -137,6 +142,67 @@ def pair_scores(predicted: list[Box], truth: list[Box]) -> tuple[float, float]:
     return precision, recall
 
 
+def _span(box: Box, axis: str) -> tuple[float, float]:
+    return (box.q0, box.q1) if axis == "q" else (box.r0, box.r1)
+
+
+def _intersection(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+    """Length of (union of ``a``) ∩ (union of ``b``): |A| + |B| - |A ∪ B|."""
+    return covered_seconds(a) + covered_seconds(b) - covered_seconds(a + b)
+
+
+def segment_ap(truth: list[Box], predicted: list[Box]) -> float:
+    """Segment µAP of the VSC 2022 matching track (``match_metric`` in facebookresearch/vsc2022
+    vsc/metrics.py, reimplemented; benchmarks/results/accuracy.md records the agreement).
+
+    Predictions are ranked by score over all pairs (a missing score counts as 0) and taken in
+    groups of equal score. After each group, per axis: the intersection of each pair's
+    predicted intervals with the GT intervals of that pair that some prediction overlaps on both
+    axes, summed over pairs; recall = that / total GT length, precision = that / total predicted
+    length (each pair's intervals merged). P and R are geometric means over the two axes and
+    AP = Σ P·ΔR. False alarms on pairs without GT lower P for every later prediction."""
+    gts: dict[tuple[str, str], list[Box]] = defaultdict(list)
+    for box in truth:
+        gts[box.pair].append(box)
+    gt_length = {
+        axis: sum(covered_seconds([_span(b, axis) for b in boxes]) for boxes in gts.values())
+        for axis in "qr"
+    }
+    if not all(gt_length.values()):
+        return 0.0
+    mine: dict[tuple[str, str], list[Box]] = defaultdict(list)
+    pair_hit: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: {"q": 0.0, "r": 0.0})
+    pair_len: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: {"q": 0.0, "r": 0.0})
+    hit, length = {"q": 0.0, "r": 0.0}, {"q": 0.0, "r": 0.0}
+    ap = recall = 0.0
+    ranked = sorted(predicted, key=lambda b: -(b.score or 0.0))
+    for _, group in itertools.groupby(ranked, key=lambda b: b.score or 0.0):
+        for box in group:
+            pair = box.pair
+            mine[pair].append(box)
+            found = [
+                g for g in gts.get(pair, [])
+                if any(_overlap(g.q0, g.q1, p.q0, p.q1) and _overlap(g.r0, g.r1, p.r0, p.r1)
+                       for p in mine[pair])
+            ]  # fmt: skip
+            for axis in "qr":
+                spans = [_span(p, axis) for p in mine[pair]]
+                now_hit = _intersection(spans, [_span(g, axis) for g in found])
+                now_len = covered_seconds(spans)
+                hit[axis] += now_hit - pair_hit[pair][axis]
+                length[axis] += now_len - pair_len[pair][axis]
+                pair_hit[pair][axis], pair_len[pair][axis] = now_hit, now_len
+        new_recall = math.sqrt(hit["q"] / gt_length["q"] * hit["r"] / gt_length["r"])
+        precision = (
+            math.sqrt(hit["q"] / length["q"] * hit["r"] / length["r"])
+            if length["q"] > 0 and length["r"] > 0
+            else 0.0
+        )
+        ap += precision * (new_recall - recall)
+        recall = new_recall
+    return ap
+
+
 def _f1(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
@@ -174,6 +240,7 @@ def evaluate(truth: list[Box], predicted: list[Box]) -> dict:
         "predicted_pairs": len(pred_pairs),
         "false_alarm_pairs": len(set(pred_pairs) - set(gt_pairs)),
         "false_alarm_pairs_on_negative_queries": sum(q not in gt_queries for q, _ in pred_pairs),
+        "segment_ap": segment_ap(truth, predicted),  # VSC 2022 matching track
     }
     edits: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for box in truth:
@@ -185,7 +252,12 @@ def evaluate(truth: list[Box], predicted: list[Box]) -> dict:
             p = _mean([precisions[x] for x in pairs if x in precisions])
             r = _mean([recalls[x] for x in pairs])
             found = sum(x in pred_pairs for x in pairs)
+            queries = {q for q, _ in pairs}
             per_edit[edit] = {
+                "segment_ap": segment_ap(
+                    [b for b in truth if b.query_id in queries],
+                    [b for b in predicted if b.query_id in queries],
+                ),
                 "precision": p,
                 "recall": r,
                 "f1": _f1(p, r),

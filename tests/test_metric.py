@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -78,3 +79,22 @@ def test_headerless_csv_with_score_and_edit(tmp_path):
     path.write_text("q,r,0,1,2,3,0.5,flip\n")
     (b,) = read_segments(path)
     assert (b.score, b.edit, b.r1) == (0.5, "flip", 3.0)
+
+
+def test_segment_ap_is_vsc2022s_ranked_metric():
+    from pipeline.metric import segment_ap
+
+    truth = [Box("q", "r", 0, 10, 0, 10)]
+    assert segment_ap(truth, [Box("q", "r", 0, 10, 0, 10, 1.0)]) == pytest.approx(1.0)
+    # half of each axis: R = sqrt(0.5 * 0.5), every predicted second right: P = 1
+    assert segment_ap(truth, [Box("q", "r", 0, 5, 0, 5, 0.9)]) == pytest.approx(0.5)
+    alarm = Box("q", "other", 0, 10, 0, 10)
+    right = Box("q", "r", 0, 10, 0, 10)
+    # A false alarm ranked above the copy halves precision at the copy's recall; below, it
+    # costs nothing: the ranking is what the metric measures.
+    above = [dataclasses.replace(alarm, score=0.9), dataclasses.replace(right, score=0.5)]
+    below = [dataclasses.replace(alarm, score=0.5), dataclasses.replace(right, score=0.9)]
+    assert segment_ap(truth, above) == pytest.approx(0.5)
+    assert segment_ap(truth, below) == pytest.approx(1.0)
+    assert segment_ap(truth, []) == 0.0
+    assert evaluate(truth, below)["segment_ap"] == pytest.approx(1.0)

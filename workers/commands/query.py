@@ -96,7 +96,8 @@ def cmd_eval(args, config: Config) -> int:
         if key != "per_edit":
             print(f"{key:40s} {value:.4f}" if isinstance(value, float) else f"{key:40s} {value}")
     for edit, row in figures.get("per_edit", {}).items():
-        print(f"  {edit:20s} F1 {row['f1']:.3f}  P {row['precision']:.3f}  R {row['recall']:.3f}")
+        print(f"  {edit:20s} F1 {row['f1']:.3f}  P {row['precision']:.3f}  R {row['recall']:.3f}"
+              f"  µAP {row['segment_ap']:.3f}")  # fmt: skip
     return 0
 
 
