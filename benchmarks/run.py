@@ -300,6 +300,7 @@ def render(
 RESULT_PAGES = REPO / "benchmarks" / "results"
 PAGE_OF_TAG = (  # tag prefix -> page, first match wins; a tag already on a page stays there
     ("stream-catalog", "scale"), ("stream", "streaming"), ("scale", "scale"), ("nprobe", "scale"),
+    ("bulk", "scale"),
     ("long", "long"), ("throughput", "throughput"), ("cost", "throughput"),
     ("ingest", "throughput"), ("reuse", "throughput"),
 )  # fmt: skip
