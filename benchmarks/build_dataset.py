@@ -53,6 +53,17 @@ def _r(rng: random.Random, lo: float, hi: float, step: float = 0.04) -> float:
     return round(rng.uniform(lo, hi) / step) * step
 
 
+def write_truth(path: Path, truth: list[Truth]) -> None:
+    """The segment CSV of ``truth`` with its ``edit`` column (``copyspan eval --gt``)."""
+    header = "query_id,reference_id,query_start,query_end,reference_start,reference_end,edit"
+    lines = [header] + [
+        f"{t.query_id},{t.reference_id},{t.query_start:.3f},{t.query_end:.3f},"
+        f"{t.reference_start:.3f},{t.reference_end:.3f},{t.edit}"
+        for t in truth
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
 # ---- edits: each returns the Part fields that make the copy ------------------------------
 
 
@@ -250,13 +261,7 @@ class Builder:
             shutil.copy(self.clips[query], queries)
             duration_q, duration_r = self.duration(query), self.duration(reference)
             self.truth.append(Truth(query, reference, 0.0, duration_q, 0.0, duration_r, "natural"))
-        header = "query_id,reference_id,query_start,query_end,reference_start,reference_end,edit"
-        lines = [header] + [
-            f"{t.query_id},{t.reference_id},{t.query_start:.3f},{t.query_end:.3f},"
-            f"{t.reference_start:.3f},{t.reference_end:.3f},{t.edit}"
-            for t in self.truth
-        ]
-        (self.out / "gt.csv").write_text("\n".join(lines) + "\n")
+        write_truth(self.out / "gt.csv", self.truth)
         summary = {
             "queries": len(self.queries) + len(NATURAL),
             "positive_queries": len({t.query_id for t in self.truth}),

@@ -24,6 +24,7 @@ class Extra:
     source: Path
     start: float = 0.0
     photo: bool = False
+    loop: bool = False  # a clip shorter than the part plays again from its start
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Part:
     graph: str = ""
     extras: tuple[Extra, ...] = ()
     crf: int = 20
+    zoom_rate: float = 0.0015  # photos: Ken Burns zoom per frame (0: a still, as in a slideshow)
 
 
 def run_ffmpeg(args: list[str]) -> None:
@@ -62,11 +64,13 @@ def fit(canvas: tuple[int, int] = CANVAS, fps: int = FPS) -> str:
     )
 
 
-def _input(source: Path, start: float, span: float | None, photo: bool, fps: int) -> list[str]:
+def _input(
+    source: Path, start: float, span: float | None, photo: bool, fps: int, loop: bool = False
+) -> list[str]:
     if photo:
         return ["-loop", "1", "-framerate", str(fps), "-i", str(source)]
     timing = ["-ss", f"{start:.3f}"] + (["-t", f"{span:.3f}"] if span else [])
-    return [*timing, "-i", str(source)]
+    return [*(["-stream_loop", "-1"] if loop else []), *timing, "-i", str(source)]
 
 
 def render(part: Part, out: Path, canvas=CANVAS, fps=FPS) -> Path:
@@ -79,12 +83,12 @@ def render(part: Part, out: Path, canvas=CANVAS, fps=FPS) -> Path:
         # A slow Ken Burns zoom so the photo clip is footage, not one still frame.
         frames = round(part.duration * fps) + 1
         w, h = canvas
-        main = f"zoompan=z='min(zoom+0.0015,1.5)':d={frames}:s={w}x{h}:fps={fps}"
+        main = f"zoompan=z='min(zoom+{part.zoom_rate},1.5)':d={frames}:s={w}x{h}:fps={fps}"
     else:
         main = f"setpts=(PTS-STARTPTS)/{part.speed}" if part.speed != 1.0 else "setpts=PTS-STARTPTS"
     graph = [f"[0:v]{main}[main]"]
     for number, extra in enumerate(part.extras, start=1):
-        inputs += _input(extra.source, extra.start, part.duration + 1, extra.photo, fps)
+        inputs += _input(extra.source, extra.start, part.duration + 1, extra.photo, fps, extra.loop)
         graph.append(f"[{number}:v]setpts=PTS-STARTPTS[x{number}]")
     graph.append(part.graph or f"[main]{part.vf or 'null'}[edited]")
     graph.append(f"[edited]{fit(canvas, fps)}[out]")

