@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import cv2
 import numpy as np
 import pytest
 
@@ -91,6 +92,33 @@ def test_picture_in_picture_over_a_still_photo_is_proposed(layouts, config):
     truth = (round(0.4 * h), round(0.85 * h), round(0.1 * w), round(0.55 * w))
     rects = [rect for rect, _ in region_proposals(frames, config.views)]
     assert any(_iou(rect, truth) >= 0.7 for rect in rects), f"none near {truth}: {rects}"
+
+
+def _panning(rng, frames: int, height: int, width: int, step: int) -> np.ndarray:
+    """[frames, height, width] grey texture panning ``step`` pixels a frame: moving picture
+    whose own edges never stay in place."""
+    wide = width + step * frames
+    coarse = rng.uniform(40, 216, (height // 24 + 2, wide // 24 + 2)).astype(np.float32)
+    texture = cv2.resize(coarse, (wide, height), interpolation=cv2.INTER_CUBIC)  # smooth
+    texture = np.clip(texture, 0, 255).astype(np.uint8)
+    return np.stack([texture[:, i * step : i * step + width] for i in range(frames)])
+
+
+def test_a_bordered_inset_in_a_letterboxed_background_is_proposed(config):
+    """Boxes on persistent lines outrank both ends guessed from a picture's shape alone: ranked
+    the other way, a 2.7:1 letterboxed background's two guesses took two of a window's three
+    places and pushed a bordered inset out (hard profile, pip_small)."""
+    from pipeline.describe.views import _iou
+
+    rng = np.random.default_rng(0)
+    frames = np.zeros((8, 288, 512), np.uint8)
+    frames[:, 49:239] = _panning(rng, 8, 190, 512, 3)  # the band; black bars above and below
+    box = (90, 170, 280, 440)  # top, bottom, left, right, its white border included
+    frames[:, box[0] : box[1], box[2] : box[3]] = 255
+    frames[:, box[0] + 3 : box[1] - 3, box[2] + 3 : box[3] - 3] = _panning(rng, 8, 74, 154, 2)
+    rgb = np.repeat(frames[..., None], 3, axis=3)
+    rects = [rect for rect, _ in region_proposals(rgb, config.views)]
+    assert any(_iou(rect, box) >= 0.8 for rect in rects), f"none near {box}: {rects}"
 
 
 def test_a_picture_shaped_like_two_videos_is_cut_into_both(config):

@@ -116,14 +116,15 @@ def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Re
     place in most frames: picture edges move with the content. Proposed: the picture itself
     when borders surround it, both sides of a line that crosses the whole picture (stacks), and
     rectangles with three or four sides on such edges (picture-in-picture); ranked in that
-    order."""
+    order, except that both ends of a picture too wide or too tall (``_stacked_parts``: a guess
+    from its shape) rank last."""
     top, bottom, left, right = border_box(gray, min_keep=0.2)  # a stack can be narrow
     pic = gray[:, top:bottom, left:right]
     _, h, w = pic.shape
     rects: list[tuple[float, Rect]] = []
     if (h, w) != gray.shape[1:]:
         rects.append((3.0, (0, h, 0, w)))
-        rects += [(1.5, part) for part in _stacked_parts(h, w)]
+        rects += [(SHAPE_ONLY, part) for part in _stacked_parts(h, w)]
     if h < 8 or w < 8:
         return []
     vert = (np.abs(np.diff(pic, axis=2)) > config.edge_contrast).mean(0) >= config.persistence
@@ -192,6 +193,11 @@ def _stacked_parts(h: int, w: int) -> list[Rect]:
     return []
 
 
+# Both ends of a picture too wide or too tall are guessed from its shape alone: ranked under
+# every box that persistent lines support (>= views.min_support), which is evidence. Ranked
+# above them (1.5), the two guesses took two of a window's three places in every letterboxed
+# or pillarboxed background and pushed a picture-in-picture box found on lines out.
+SHAPE_ONLY = 0.75
 MOTION_STD = 1.0  # grey-level std over a window above which a pixel moves (a still one: 0)
 MOTION_FILL = 0.3  # share of an inset's pixels that move
 STILL_OUTSIDE = 0.01  # share of the pixels around an inset that may move (encoder noise)
