@@ -167,11 +167,14 @@ class Builder:
             )
         return Part(self.photos[rng.choice(FILLER_PHOTOS)], seconds, photo=True)
 
-    def excerpt(self, reference: str, speed: float) -> tuple[float, float]:
-        """(start in the reference, seconds of query) for a copy of 2-20 s of query time."""
+    def excerpt(
+        self, reference: str, speed: float, lo: float = 2.0, hi: float = 20.0
+    ) -> tuple[float, float]:
+        """(start in the reference, seconds of query) for a copy of ``lo``-``hi`` s of query
+        time (shorter where the reference is)."""
         available = self.duration(reference) - 0.3
-        longest = min(20.0, available / speed)
-        seconds = _r(self.rng, 2.0, max(2.0, longest))
+        longest = min(hi, available / speed)
+        seconds = _r(self.rng, lo, max(lo, longest))
         start = _r(self.rng, 0.0, max(0.0, available - seconds * speed))
         return start, seconds
 

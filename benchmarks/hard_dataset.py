@@ -230,12 +230,6 @@ class HardBuilder(Builder):
             "static": lambda: _mild(rng),
         }[family]()
 
-    def excerpt_of(self, reference: str, speed: float, lo: float, hi: float):
-        available = self.duration(reference) - 0.3
-        seconds = _r(self.rng, lo, max(lo, min(hi, available / speed)))
-        start = _r(self.rng, 0.0, max(0.0, available - seconds * speed))
-        return start, seconds
-
     def hard_query(self, name: str, family: str) -> None:
         rng = self.rng
         if family == "static":
@@ -248,7 +242,7 @@ class HardBuilder(Builder):
         strength = fields.pop("_strength", None) or fields.pop("_parts", None)
         speed = fields.get("speed", 1.0)
         lo, hi = (2.0, 3.0) if family == "short" else (3.0, 15.0)
-        start, seconds = self.excerpt_of(reference, speed, lo, hi)
+        start, seconds = self.excerpt(reference, speed, lo, hi)
         copy = Part(self.source(reference), seconds, start=start, **fields)
         long_filler = family == "short"
         before = self.fillers(30.0 if long_filler else 0.0)

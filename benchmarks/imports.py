@@ -37,7 +37,6 @@ from benchmarks.scale import (
     score,
 )
 from pipeline.index import ReferenceIndex
-from pipeline.index.compaction import compaction_state
 from pipeline.index.descriptor_file import write_descriptor_file
 
 log = logging.getLogger(__name__)
@@ -64,8 +63,7 @@ def settled(root: Path) -> tuple[bool, dict]:
     """Whether no compaction is running and none is due; the segment counts."""
     with ReferenceIndex(root, create=False) as index:
         info = index.info()
-    running = compaction_state(root)["running"]
-    return not running and not info["compaction_due"], info["segments"]
+    return not info["compaction"]["running"] and not info["compaction_due"], info["segments"]
 
 
 def watch_compaction(root: Path, started: float, out: dict) -> None:
