@@ -247,19 +247,27 @@ class Builder:
 
     # ---- writing -------------------------------------------------------------------------
 
-    def write(self) -> dict:
+    def fresh_folders(self) -> tuple[Path, Path]:
+        """``references/`` and ``queries/`` under the output, emptied."""
         refs, queries = self.out / "references", self.out / "queries"
         for folder in (refs, queries):
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
+        return refs, queries
+
+    def render_queries(self, folder: Path) -> None:
+        for name, parts in self.queries.items():
+            compose(parts, folder / f"{name}.mp4")
+            log.info("query %s", name)
+
+    def write(self) -> dict:
+        refs, queries = self.fresh_folders()
         for name in REFERENCE_CLIPS:
             shutil.copy(self.clips[name], refs)
         for photo in DISTRACTOR_PHOTOS:
             part = Part(self.photos[photo], DISTRACTOR_SECONDS, photo=True)
             render(part, refs / f"distractor_{photo}.mp4")
-        for name, parts in self.queries.items():
-            compose(parts, queries / f"{name}.mp4")
-            log.info("query %s", name)
+        self.render_queries(queries)
         for query, reference in NATURAL:
             shutil.copy(self.clips[query], queries)
             duration_q, duration_r = self.duration(query), self.duration(reference)

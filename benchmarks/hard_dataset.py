@@ -44,6 +44,7 @@ from benchmarks.build_dataset import (
     REFERENCE_CLIPS,
     Builder,
     Truth,
+    _color,
     _r,
     write_truth,
 )
@@ -145,13 +146,6 @@ def _caption(b: HardBuilder, rng: random.Random) -> dict:
     graph = (f"[main]{fit()}[m];[x1]scale=640*0.58:360*0.58,setsar=1[s];"
              f"[m][s]overlay=W*{x:.3f}:H*{y:.3f}:shortest=1[edited]")  # fmt: skip
     return {"graph": graph, "extras": (Extra(sticker, photo=True),)}
-
-
-def _color(rng: random.Random) -> dict:
-    brightness, contrast = rng.uniform(-0.15, 0.15), rng.uniform(0.7, 1.4)
-    saturation = rng.uniform(0.3, 1.8)
-    return {"vf": f"eq=brightness={brightness:.3f}:contrast={contrast:.3f}:"
-                  f"saturation={saturation:.3f}"}  # fmt: skip
 
 
 def _band(rng: random.Random) -> dict:
@@ -271,10 +265,7 @@ class HardBuilder(Builder):
             self.queries[name] = [self.filler() for _ in range(self.rng.randint(2, 5))]
 
     def write_hard(self) -> dict:
-        refs, queries = self.out / "references", self.out / "queries"
-        for folder in (refs, queries):
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
+        refs, queries = self.fresh_folders()
         for name in self.references:
             shutil.copy(self.clips[name], refs / f"{name}{self.clips[name].suffix}")
         for name, photos in SLIDESHOWS.items():
@@ -284,9 +275,7 @@ class HardBuilder(Builder):
             render(Part(self.photos[photo], 10.0, photo=True), refs / f"distractor_{photo}.mp4")
         for name in DISTRACTOR_CLIPS:
             shutil.copy(self.clips[name], refs / f"distractor_{name}{self.clips[name].suffix}")
-        for name, parts in self.queries.items():
-            compose(parts, queries / f"{name}.mp4")
-            log.info("query %s", name)
+        self.render_queries(queries)
         for query, reference in NATURAL:
             shutil.copy(self.clips[query], queries)
             self.truth.append(Truth(query, reference, 0.0, self.duration(query), 0.0,
