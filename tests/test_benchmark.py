@@ -7,8 +7,16 @@ import json
 import pytest
 
 from benchmarks.build_dataset import build
-from benchmarks.run import decode_only, parse_provena_lookup, render, run_copyspan, videos
-from pipeline.metric import evaluate, read_segments
+from benchmarks.run import (
+    MethodRun,
+    at_target_strength,
+    decode_only,
+    parse_provena_lookup,
+    render,
+    run_copyspan,
+    videos,
+)
+from pipeline.metric import Box, evaluate, read_segments
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +95,21 @@ def test_ablation_descriptor_cache_returns_what_the_model_gave(detector, tmp_pat
     again = CachedEmbedder(counting, tmp_path / "cache.npz")
     np.testing.assert_array_equal(again.embed(frames[::-1]), described[::-1])
     assert counting.frames == 0 and again.pixels == frames[..., 0].size
+
+
+def test_pair_recall_at_target_strength_counts_only_strong_enough_copies():
+    """Weaker insets and zooms than the issue's targets are built too: they count in the
+    family's row but not in the target line."""
+    truth = [
+        Box("q1", "a", 0, 5, 0, 5, edit="pip_small"),
+        Box("q2", "b", 0, 5, 0, 5, edit="pip_small"),
+        Box("q3", "c", 0, 5, 0, 5, edit="pip_small"),  # 4%: under the target
+        Box("q4", "a", 0, 5, 0, 5, edit="zoom"),
+    ]
+    strengths = {"q1": 0.07, "q2": 0.12, "q3": 0.04, "q4": 0.35}
+    boxes = [Box("q1", "a", 0, 5, 0, 5), Box("q3", "c", 0, 5, 0, 5)]
+    found = MethodRun("copyspan (x)", boxes, seconds=1.0)
+    lines = at_target_strength({"strengths": strengths}, truth, [found])
+    assert "* pip_small from 0.06: copyspan 1/2" in lines
+    assert not any("zoom" in line for line in lines)  # no zoom copy is strong enough
+    assert at_target_strength({}, truth, [found]) == []  # base profile: no strengths

@@ -121,6 +121,55 @@ def test_a_bordered_inset_in_a_letterboxed_background_is_proposed(config):
     assert any(_iou(rect, box) >= 0.8 for rect in rects), f"none near {box}: {rects}"
 
 
+def test_a_still_inset_closed_by_lines_beside_one_moving_side_is_proposed(config):
+    """An inset whose content holds still for a while over a background that moves on its left
+    only: three of its sides have nothing moving beside them, but all four are unbroken
+    persistent lines and one has motion, so it is a box (hard profile, pip_small). The still
+    texture alone, with no moving side, proposes nothing."""
+    from pipeline.describe.views import _iou
+
+    rng = np.random.default_rng(1)
+    still = np.repeat(_panning(rng, 1, 288, 512, 0), 8, axis=0)  # a still background ...
+    frames = still.copy()
+    frames[:, :, :220] = _panning(rng, 8, 288, 220, 4)  # ... moving left of the inset only
+    box = (100, 190, 220, 380)  # top, bottom, left, right: a still inset, no border
+    inset = rng.uniform(0, 255, (1, 90, 160)).astype(np.uint8)
+    frames[:, box[0] : box[1], box[2] : box[3]] = inset  # sharp, unlike the smooth texture
+    rects = [rect for rect, _ in region_proposals(np.repeat(frames[..., None], 3, 3), config.views)]
+    assert any(_iou(rect, box) >= 0.8 for rect in rects), f"none near {box}: {rects}"
+    still[:, box[0] : box[1], box[2] : box[3]] = inset
+    assert region_proposals(np.repeat(still[..., None], 3, 3), config.views) == []
+
+
+def test_blank_region_views_are_not_embedded(config):
+    """A region can be blank where its frame is not (a letterbox bar): such view frames carry no
+    evidence and are dropped before the model, as blank frames are (one matched the dark
+    slate of a title card on the hard profile)."""
+    from pipeline.describe.describer import PreparedFrames
+    from pipeline.describe.keyframes import select_keyframes
+    from pipeline.describe.views import _region
+    from pipeline.records import SampledFrames
+
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 255, (4, 64, 96, 3), dtype=np.uint8)
+    frames[:, :, :16] = 0  # a black bar
+    frames[2:, :, 16:40] = 0  # a region that goes dark halfway
+    times = np.arange(4, dtype=np.float64)
+    sampled = SampledFrames("q.mp4", frames, times, times, times + 1, 4.0, 1.0, 96, 64)
+    views = {
+        "bar": (np.arange(4), lambda f: _region((0, 64, 0, 16), config.views, f)),
+        "half": (np.arange(4), lambda f: _region((0, 64, 16, 40), config.views, f)),
+    }
+    prepared = PreparedFrames(sampled, frames, np.ones(4, np.float32), views, np.arange(4))
+    keys = select_keyframes(np.eye(4), times, times + 1, config.keyframes)
+    batches = prepared.view_batches(keys)
+    assert "bar" not in batches
+    rows, pixels, take = batches["half"]
+    assert rows.tolist() == [0, 1] and len(pixels) == 2 and take.tolist() == [0, 1]
+    kept = PreparedFrames(sampled, frames, np.ones(4), views, np.arange(4), blank_views=False)
+    assert kept.view_batches(keys)["bar"][0].tolist() == [0, 1, 2, 3]
+
+
 def test_a_picture_shaped_like_two_videos_is_cut_into_both(config):
     """Two videos stacked inside black borders whose divider shows no edge: both ends of the
     picture, at 16:9, are proposed; one video's shape is not cut."""

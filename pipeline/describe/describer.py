@@ -45,6 +45,7 @@ class PreparedFrames:
     weights: np.ndarray  # [N] evidence weight of each frame
     views: dict[str, View]  # name -> (sampled frames it applies to, pixels from frames)
     source: np.ndarray  # [N] the frame whose descriptor each frame takes (repeated_frames)
+    blank_views: bool = True  # drop view pixels that are blank (suppress.blank_frames)
 
     def unique_frames(self) -> tuple[np.ndarray, np.ndarray]:
         """(the frames the model must see, take): frame i's descriptor is the model's output
@@ -64,7 +65,16 @@ class PreparedFrames:
                 self.source[keys.kept[rows]], return_index=True, return_inverse=True
             )
             pixels = crop(self.frames[keys.kept[rows[first]]])
-            batches[name] = (rows, np.ascontiguousarray(pixels), take)
+            if self.blank_views:
+                # A region can be blank where its frame is not (a letterbox bar, a dark
+                # wall): like a blank frame it carries no evidence, and enlarged it matched
+                # the dark slate of a title card.
+                lit = frame_weights(pixels) > 0
+                if not lit.all():
+                    rows, take = rows[lit[take]], (np.cumsum(lit) - 1)[take[lit[take]]]
+                    pixels = pixels[lit]
+            if len(rows):
+                batches[name] = (rows, np.ascontiguousarray(pixels), take)
         return batches
 
 
@@ -81,7 +91,9 @@ def prepare_frames(sampled: SampledFrames, config: Config, views: bool = True) -
     blocks = block_sums(frames) if len(frames) else None
     found = query_views(frames, config.views, blocks) if views else {}
     source = repeated_frames(frames, config.embed.reuse_diff, blocks)
-    return PreparedFrames(sampled, frames, weights.astype(np.float32), found, source)
+    return PreparedFrames(
+        sampled, frames, weights.astype(np.float32), found, source, config.suppress.blank_frames
+    )
 
 
 def build_features(

@@ -137,11 +137,18 @@ def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Re
         rects.append((config.min_support, inset))
     v_lines = _lines(vert, int(config.min_side * h), activity, config.activity)[:12]
     h_lines = _lines(horz.T, int(config.min_side * w), activity.T, config.activity)[:12]
-    xs = sorted({0, w, *(line.at for line in v_lines)})
-    ys = sorted({0, h, *(line.at for line in h_lines)})
+    # Persistent lines whether or not anything moves beside them: a still inset over a still
+    # part of the background has sides like that. They close a box only together with a line
+    # that does have motion beside it (a still picture's own edges never do).
+    v_still = _lines(vert, int(config.min_side * h), activity, 0.0)[:12]
+    h_still = _lines(horz.T, int(config.min_side * w), activity.T, 0.0)[:12]
+    xs = sorted({0, w, *(line.at for line in v_lines + v_still)})
+    ys = sorted({0, h, *(line.at for line in h_lines + h_still)})
     # Each side recurs in many rectangles: measure it once.
     v_cover = functools.cache(lambda at, lo, hi: _coverage(v_lines, at, lo, hi, w))
     h_cover = functools.cache(lambda at, lo, hi: _coverage(h_lines, at, lo, hi, h))
+    v_closed = functools.cache(lambda at, lo, hi: _coverage(v_still, at, lo, hi, w))
+    h_closed = functools.cache(lambda at, lo, hi: _coverage(h_still, at, lo, hi, h))
     for i, x0 in enumerate(xs):
         for x1 in xs[i + 1 :]:
             for j, y0 in enumerate(ys):
@@ -160,6 +167,13 @@ def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Re
                         rects.append((2.0, (y0, y1, x0, x1)))
                     elif inner >= 3 and min(sides) >= config.min_support:
                         rects.append((min(sides), (y0, y1, x0, x1)))
+                    elif inner >= 3 and max(sides) >= config.min_support:
+                        closed = [
+                            v_closed(x0, y0, y1), v_closed(x1, y0, y1),
+                            h_closed(y0, x0, x1), h_closed(y1, x0, x1),
+                        ]  # fmt: skip
+                        if min(closed) >= CLOSED_SUPPORT:
+                            rects.append((config.min_support, (y0, y1, x0, x1)))
     # Two parallel lines of the same extent are a box's opposite sides even where the other
     # two sides are not layout lines (nothing moves along them), as long as persistent edges
     # mark them too: parallel lines alone are any fence or shelf.
@@ -242,6 +256,10 @@ def _parallel_pairs(
     return boxes
 
 
+# A box closed by persistent lines on every side, only one of them with motion beside it,
+# must have each side nearly unbroken: weaker, and the edges of furniture and windows next to
+# one moving thing would close boxes too.
+CLOSED_SUPPORT = 0.85
 END_SLACK = 0.04  # share of the picture's extent: an edge blurs and fades near a box corner
 WEAK_SUPPORT = 0.5  # share of a box side that persistent edges must mark (moving or not)
 
