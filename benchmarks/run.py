@@ -79,6 +79,7 @@ def run_copyspan(data: Path, config: Config, work: Path) -> tuple[list[MethodRun
     ]
     index.add(items)
     index_seconds = time.perf_counter() - started
+    catalog = index.info()
     durations = {f.video_id: f.duration for f, _ in items}
 
     features: list[VideoFeatures] = []
@@ -112,6 +113,9 @@ def run_copyspan(data: Path, config: Config, work: Path) -> tuple[list[MethodRun
     index.close()
     info = {
         "index_seconds": index_seconds,
+        "index_frames": catalog["frames"],
+        "crop_references": catalog["crop_references"],
+        "index_mb": sum(catalog["disk_bytes"].values()) / 1e6,
         "stage_seconds": stage,
         "durations": durations,
         "query_video_seconds": sum(f.duration for f in features),
@@ -281,7 +285,9 @@ def render(
         f"files). Query time by stage: decode {stage['decode']:.1f} s, embed "
         f"{stage['embed']:.1f} s, search {stage['search']:.2f} s, align {stage['align']:.2f} s, "
         f"refine {stage['refine']:.2f} s. "
-        f"Indexing the references took {info['index_seconds']:.1f} s.",
+        f"Indexing the references took {info['index_seconds']:.1f} s; the index holds "
+        f"{info['index_frames']} frame descriptors in {info['index_mb']:.1f} MB"
+        + (f" ({info['crop_references']} crop references)." if info["crop_references"] else "."),
         "",
     ]
     notes = [f"{r.name}: {r.note}" for r in runs if r.note]

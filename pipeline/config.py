@@ -129,9 +129,15 @@ class ViewsConfig:
     max_area: float
     min_support: float  # share of each region side the detected edges must cover
     min_short_side: int  # region views smaller than this (pixels) are enlarged to it; 0: never
+    reference_grid: int = 0  # references also indexed as a grid x grid of crops (0: none)
+    reference_side: float = 0.5  # each crop keeps this share of each side
+    reference_every: int = 2  # crops of every this many sampled frames
 
     def validate(self) -> None:
         _check(self.max_regions >= 0 and self.window >= 3, "views.max_regions/window")
+        _check(0 <= self.reference_grid <= 4, "views.reference_grid must be in 0..4")
+        _check(0 < self.reference_side < 1, "views.reference_side must be in (0, 1)")
+        _check(self.reference_every >= 1, "views.reference_every must be >= 1")
         _check(0 < self.persistence <= 1 and 0 < self.min_support <= 1, "views shares in (0, 1]")
         _check(0 < self.min_area <= self.max_area <= 1, "views.min_area/max_area in (0, 1]")
         _check(self.min_short_side >= 0 and self.max_share > 0, "views.min_short_side/max_share")

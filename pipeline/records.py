@@ -12,6 +12,22 @@ if TYPE_CHECKING:
     from pipeline.metric import Box
 
 
+# A reference indexed with crops (views.reference_grid: strong zooms) holds each crop as a
+# reference of its own, named after its parent: "<parent>#crop<k>". Matches against a crop are
+# reported against the parent; an id like that is reserved for crops.
+CROP_MARK = "#crop"
+
+
+def crop_id(parent: str, k: int) -> str:
+    return f"{parent}{CROP_MARK}{k}"
+
+
+def crop_parent(reference_id: str) -> str | None:
+    """The parent of a crop reference id; None for any other id."""
+    parent, mark, k = reference_id.rpartition(CROP_MARK)
+    return parent if mark and parent and k.isdigit() else None
+
+
 @dataclass(frozen=True)
 class NativeFrames:
     """Small thumbnails of every native frame of a video, kept by the decode that sampled it
@@ -72,6 +88,9 @@ class VideoFeatures:
     views: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     sampled: int = -1  # frames sampled before keyframe selection (-1: same as N)
     native: NativeFrames | None = None  # the whole video's native frames (queries read in one go)
+    # Reference-side crops (views.reference_grid), each described as a video of its own: the
+    # index stores them as references named crop_id(video_id, k).
+    crops: list[VideoFeatures] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = self.embeddings.shape[0]
@@ -126,6 +145,7 @@ class VideoFeatures:
                 for name, v in views.items()
             },
             sampled=sum(p.sampled for p in parts),
+            crops=[cls.concat([p.crops[k] for p in parts]) for k in range(len(last.crops))],
         )
 
     def slice(self, lo: int, hi: int | None = None) -> VideoFeatures:

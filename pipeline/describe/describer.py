@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.describe.crops import reference_crops
 from pipeline.describe.decode import decode_windows
 from pipeline.describe.embed import Embedder, make_embedder
 from pipeline.describe.keyframes import Keyframes, repeated_frames, select_keyframes
 from pipeline.describe.suppress import crop_borders, frame_weights
 from pipeline.describe.views import View, block_sums, query_views
-from pipeline.records import SampledFrames, VideoFeatures
+from pipeline.records import SampledFrames, VideoFeatures, crop_id
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,15 @@ class Describer:
             started = time.perf_counter()
 
     def describe_sampled(
-        self, sampled: SampledFrames, video_id: str, views: bool = True, decode_s: float = 0.0
+        self,
+        sampled: SampledFrames,
+        video_id: str,
+        views: bool = True,
+        decode_s: float = 0.0,
+        crops: bool = True,
     ) -> VideoFeatures:
+        """One window described; a reference's (``views=False``) with its crops too when
+        ``views.reference_grid`` asks for them (``crops=False``: not for a crop itself)."""
         started = time.perf_counter()
         prepared = prepare_frames(sampled, self.config, views)
         pixels, take = prepared.unique_frames()
@@ -174,8 +182,18 @@ class Describer:
         }
         log.debug("described %s: embedded %d, kept %d of %d frames", video_id, len(pixels),
                   len(keys.kept), len(embeddings))  # fmt: skip
+        described = [
+            self.describe_sampled(crop, crop_id(video_id, k), views=False, crops=False)
+            for k, crop in enumerate(
+                reference_crops(sampled, prepared.frames, self.config.views)
+                if crops and not views
+                else []
+            )
+        ]
         timings = {"decode": decode_s, "embed": time.perf_counter() - started}
-        return build_features(
+        features = build_features(
             prepared, keys, embeddings, view_embeddings, video_id, self.embedder.model_id,
             self.config.decode.fps, timings, self.preprocess,
         )  # fmt: skip
+        features.crops = described
+        return features

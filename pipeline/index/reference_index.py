@@ -51,9 +51,10 @@ from pipeline.index.segments import LocalSearcher, Searcher, split_ids
 from pipeline.index.structure import FLAT, Structure, choose_structure, default_nprobe
 from pipeline.index.vectors import VectorCache, sample_vectors, vector_path, write_vectors
 from pipeline.index.whitening import Whitening, fit_whitening
-from pipeline.records import VideoFeatures
+from pipeline.records import CROP_MARK, VideoFeatures, crop_id, crop_parent
 
 log = logging.getLogger(__name__)
+MAX_CROPS = 16  # views.reference_grid is at most 4
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -129,8 +130,10 @@ class ReferenceIndex:
     def generation(self) -> int:
         return self.catalog.generation
 
-    def references(self) -> list[Reference]:
-        return self.catalog.references()
+    def references(self, crops: bool = False) -> list[Reference]:
+        """The indexed references; their crops too with ``crops`` (views.reference_grid)."""
+        refs = self.catalog.references()
+        return refs if crops else [r for r in refs if crop_parent(r.id) is None]
 
     def get(self, video_id: str) -> Reference | None:
         return self.catalog.get(video_id)
@@ -179,7 +182,8 @@ class ReferenceIndex:
             "path": str(self.root),
             "model": self.model,
             "preprocess": self.catalog.meta("preprocess"),
-            "references": references,
+            "references": len(self.references()),
+            "crop_references": references - len(self.references()),  # views.reference_grid
             "frames": frames,
             "duration_s": round(duration, 3),
             "generation": self.generation,
@@ -296,6 +300,11 @@ class ReferenceIndex:
         """What adding this content under this id would do, without decoding anything:
         ``add``, ``replace``, ``unchanged`` (same id, same content) or ``duplicate`` (the
         content is already indexed under another id). Raises ``IdConflictError``."""
+        if crop_parent(video_id) is not None:
+            raise IdConflictError(
+                f"reference id {video_id!r}: ids ending in {CROP_MARK}<number> name the crops "
+                "of a reference (views.reference_grid); rename the file"
+            )
         existing = self.get(video_id)
         if existing is not None:
             if existing.sha256 == sha256:
@@ -325,7 +334,7 @@ class ReferenceIndex:
                 if outcome in ("unchanged", "duplicate"):
                     continue
                 if outcome == "replace":
-                    removed.append(self._remove_locked(self.get(features.video_id)))
+                    removed += self._remove_locked(self.get(features.video_id))
                 written.append(self._add_locked(features, sha256))
         self._forget(removed)
         return outcomes
@@ -354,6 +363,9 @@ class ReferenceIndex:
         num = self.catalog.insert_reference(ref, video_descriptor(features))
         path = write_vectors(self.root, num, features)
         log.info("indexed %s (%d frames) as #%d", features.video_id, len(features), num)
+        for k, crop in enumerate(features.crops):  # each a reference of its own (records.py)
+            crop.video_id = crop_id(features.video_id, k)
+            self._add_locked(crop, f"{sha256}{CROP_MARK}{k}")
         return path
 
     def remove(self, video_ids: list[str]) -> list[str]:
@@ -364,15 +376,22 @@ class ReferenceIndex:
             if missing:
                 raise UnknownReferenceError(f"not in the index: {', '.join(missing)}")
             with self.change():
-                removed = [self._remove_locked(ref) for ref in refs]
+                removed = [each for ref in refs for each in self._remove_locked(ref)]
         self._forget(removed)
         return video_ids
 
-    def _remove_locked(self, ref: Reference | None) -> Reference:
+    def _remove_locked(self, ref: Reference | None) -> list[Reference]:
+        """``ref`` and its crops removed (uncommitted)."""
         assert ref is not None
-        self.catalog.delete_reference(ref)
-        log.info("removed %s (#%d)", ref.id, ref.num)
-        return ref
+        removed = [ref, *self._crops_of(ref.id)]
+        for each in removed:
+            self.catalog.delete_reference(each)
+            log.info("removed %s (#%d)", each.id, each.num)
+        return removed
+
+    def _crops_of(self, video_id: str) -> list[Reference]:
+        crops = (self.get(crop_id(video_id, k)) for k in range(MAX_CROPS))
+        return [crop for crop in crops if crop is not None]
 
     def _forget(self, removed: list[Reference]) -> None:
         """After the commit: removed references' descriptors are no longer needed (a searcher
@@ -562,15 +581,20 @@ class ReferenceIndex:
         return self._whitening
 
     def _fit_whitening(self, config: WhitenConfig) -> Whitening:
-        vectors, total = self.sample(config.max_frames)
+        # Crops are left out: fitted on them too (nine in ten frames with a 3 x 3 grid), it no
+        # longer fitted whole frames and three negatives matched a distractor (hard profile).
+        vectors, total = self.sample(config.max_frames, whole_frames=True)
         log.info("fitting whitening on %d of %d reference frames", len(vectors), total)
         # Staleness is judged on the corpus size, not the sample's: a large index would otherwise
         # look changed on every query and be refitted each time.
         return fit_whitening(vectors, config.shrinkage, frames=total)
 
-    def sample(self, limit: int, seed: int = 0) -> tuple[np.ndarray, int]:
-        """At most ``limit`` reference frame descriptors, and the catalog's frame count."""
-        refs = self.catalog.references()
+    def sample(
+        self, limit: int, seed: int = 0, whole_frames: bool = False
+    ) -> tuple[np.ndarray, int]:
+        """At most ``limit`` reference frame descriptors, and the catalog's frame count
+        (``whole_frames``: none of the references' crops)."""
+        refs = self.references(crops=not whole_frames)
         nums = np.array([r.num for r in refs], np.int64)
         frames = np.array([r.frames for r in refs], np.int64)
-        return sample_vectors(self.root, nums, frames, limit, seed)
+        return sample_vectors(self.root, nums, frames, limit, seed)[0], self.totals()[1]

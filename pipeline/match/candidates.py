@@ -15,7 +15,7 @@ from pipeline.config import Config
 from pipeline.describe.suppress import generic_weights
 from pipeline.index import Reference, ReferenceIndex
 from pipeline.index.pooling import pool, pooling_weights
-from pipeline.records import VideoFeatures
+from pipeline.records import VideoFeatures, crop_parent
 
 
 def best_per_reference(nums: np.ndarray, sims: np.ndarray, floor: float) -> dict[int, float]:
@@ -65,7 +65,12 @@ class CandidateSearch:
             for ref, sim in self.similar_videos(query, index, cfg.video_candidates):
                 if sim >= cfg.video_min_sim and ref.num not in ranked:
                     ranked.append(ref.num)
-        return [index.by_num(num) for num in ranked]
+        refs = [index.by_num(num) for num in ranked]
+        # A reference's crops (views.reference_grid) can fill a query frame's neighbours and
+        # leave the reference itself out; aligned alone, a crop of near-static footage placed a
+        # mild copy 9 s off. The reference is aligned with its crops, and its spans win.
+        parents = {crop_parent(ref.id) for ref in refs} - {None} - {ref.id for ref in refs}
+        return refs + [p for p in map(index.get, sorted(parents)) if p is not None]
 
     def _exact_best(
         self,

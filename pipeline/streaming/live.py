@@ -174,12 +174,13 @@ class LiveStream:
         query = {"id": self.name, "path": str(self.playlist), "duration": round(aired, 3)}
         for num in changed:
             match, ref = self.streaming.match(num), self.streaming.refs[num]
+            previous = self.alerted.get(match.reference_id)  # a crop's: its parent's
             alert = build_alert(match, self.name, self.stream_key, query, ref.duration,
-                                self.config.policy, "live", self.alerted.get(ref.id))  # fmt: skip
+                                self.config.policy, "live", previous)  # fmt: skip
             if alert is None or alert["alert_id"] in self.published:
                 continue
             self.emit(alert)
-            self.alerted[ref.id] = alert
+            self.alerted[match.reference_id] = alert
             self.published = [*self.published, alert["alert_id"]][-KEEP_ALERT_IDS:]
 
     def _save(self) -> None:

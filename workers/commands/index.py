@@ -87,6 +87,12 @@ def _load(args, index, files: list[Path], what: str, batch: int, source) -> int:
 def _index_add_ray(args, config: Config, files: list[Path]) -> int:
     from workers.audit import ingest
 
+    if config.views.reference_grid:
+        raise PermanentError(
+            "reference crops (views.reference_grid) are made by `index add` without --ray; "
+            "the Ray ingest does not make them yet"
+        )
+
     def report(item, outcome: str) -> None:
         status, _, error = outcome.partition(": ")
         obj = {"id": item.video_id, "path": item.path, "status": status}
