@@ -174,9 +174,11 @@ def reported_id(reference_id: str) -> str:
 def merge_crops(found: list[tuple[str, Match]]) -> list[Match]:
     """One match per reported reference, best first, from (indexed id, match) pairs: a zoomed
     or partly covered copy aligns with the reference itself and with one or more of its crops
-    (records.crop_id), and is one copy of one reference. The best variant gives the segments
-    and the score, a crop only when it beats the whole reference by ``CROP_MARGIN``; the
-    others add the query time it does not cover."""
+    (records.crop_id), and is one copy of one reference. The best variant gives the segments,
+    a crop only when it beats the whole reference by ``CROP_MARGIN``, and the others add the
+    query time it does not cover; the score is the best variant's (each is evidence that the
+    reference is copied: a zoom's whole-frame match in place scored 0.44, under the alert
+    floor, and its crop more)."""
     by_reference: dict[str, list[tuple[float, Match]]] = {}
     for indexed_id, match in found:
         rank = match.score - (CROP_MARGIN if indexed_id != match.reference_id else 0.0)
@@ -188,7 +190,8 @@ def merge_crops(found: list[tuple[str, Match]]) -> list[Match]:
         segments = list(first.segments)
         for _, match in variants[1:]:
             segments += [s for s in match.segments if not any(_overlap(s, k) for k in segments)]
-        merged.append(dataclasses.replace(first, segments=sorted(segments, key=_start)))
+        best = max(match.score for _, match in variants)
+        merged.append(dataclasses.replace(first, score=best, segments=sorted(segments, key=_start)))
     return sorted(merged, key=lambda m: -m.score)
 
 
