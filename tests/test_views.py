@@ -266,6 +266,22 @@ def test_two_parallel_lines_with_matching_ends_are_a_box(config):
     assert _parallel_pairs([top, _Line(at=35, lo=40, hi=150)], 200, 112, config.views) == []
 
 
+def test_two_lines_meeting_at_a_corner_are_a_box(config):
+    """An inset whose other two sides are only partly edges (content of its colour along them):
+    a vertical and a horizontal line that meet at a corner span it; lines that do not meet,
+    or whose box is too small, are no box (hard profile, pip_small, both seeds)."""
+    from pipeline.describe.views import _corner_pairs, _Line
+
+    right = _Line(at=171, lo=22, hi=78)  # the inset's right side ...
+    top = _Line(at=23, lo=74, hi=171)  # ... and its top, meeting at (23, 171)
+    boxes = _corner_pairs([right], [top], 192, 144, config.views)
+    assert boxes == [(23, 78, 74, 171, 78, 74)]  # far sides: bottom at 78, left at 74
+    apart = _Line(at=100, lo=10, hi=60)  # ends far from the vertical line
+    assert _corner_pairs([right], [apart], 192, 144, config.views) == []
+    tiny = _corner_pairs([_Line(171, 22, 30)], [_Line(23, 160, 171)], 192, 144, config.views)
+    assert tiny == []
+
+
 @pytest.mark.parametrize("shape", [(3, 288, 512), (2, 251, 433), (2, 1080, 1920), (2, 10, 20)])
 def test_block_sums_are_exact_grey_sums(shape):
     """The integral-image path gives the same block sums as summing every pixel in float64:

@@ -183,6 +183,14 @@ def _window_rects(gray: np.ndarray, config: ViewsConfig) -> list[tuple[float, Re
     for x0, x1, y0, y1 in _parallel_pairs(v_lines, h, w, config):
         if min(_edge_support(horz.T, y, x0, x1) for y in (y0, y1)) >= WEAK_SUPPORT:
             rects.append((config.min_support, (y0, y1, x0, x1)))
+    # Likewise two perpendicular lines that meet at a corner are two sides of a box whose
+    # other two sides run through the lines' far ends, where persistent edges must mark them.
+    for y0, y1, x0, x1, far_y, far_x in _corner_pairs(v_lines, h_lines, w, h, config):
+        if (
+            _edge_support(horz.T, far_y, x0, x1) >= WEAK_SUPPORT
+            and _edge_support(vert, far_x, y0, y1) >= WEAK_SUPPORT
+        ):
+            rects.append((config.min_support, (y0, y1, x0, x1)))
     # A stack's dividing line spans the whole picture; both sides may be still (a fixed camera
     # beside a static shot), so it needs no moving picture, only to be nearly unbroken.
     for y in _full_lines(horz.mean(axis=1)):
@@ -260,6 +268,29 @@ def _parallel_pairs(
 # must have each side nearly unbroken: weaker, and the edges of furniture and windows next to
 # one moving thing would close boxes too.
 CLOSED_SUPPORT = 0.85
+
+
+def _corner_pairs(
+    v_lines: list[_Line], h_lines: list[_Line], w: int, h: int, config: ViewsConfig
+) -> list[tuple[int, int, int, int, int, int]]:
+    """Boxes (y0, y1, x0, x1, far y, far x) from a vertical and a horizontal line that meet
+    at a corner (each ends within ``END_SLACK`` of the other's position), spanning both
+    lines, of an area a region may have; far y and far x are the sides not on the lines."""
+    boxes = []
+    for v, hl in itertools.product(v_lines, h_lines):
+        ends_y = [e for e in (v.lo, v.hi) if abs(e - hl.at) <= END_SLACK * h]
+        ends_x = [e for e in (hl.lo, hl.hi) if abs(e - v.at) <= END_SLACK * w]
+        if not ends_y or not ends_x:
+            continue
+        far_y = v.hi if ends_y[0] == v.lo else v.lo  # the vertical line's other end
+        far_x = hl.hi if ends_x[0] == hl.lo else hl.lo
+        y0, y1 = sorted((hl.at, far_y))
+        x0, x1 = sorted((v.at, far_x))
+        if config.min_area <= (y1 - y0) * (x1 - x0) / (w * h) <= config.max_area:
+            boxes.append((y0, y1, x0, x1, far_y, far_x))
+    return boxes
+
+
 END_SLACK = 0.04  # share of the picture's extent: an edge blurs and fades near a box corner
 WEAK_SUPPORT = 0.5  # share of a box side that persistent edges must mark (moving or not)
 
