@@ -85,12 +85,16 @@ def run_copyspan(data: Path, config: Config, work: Path) -> tuple[list[MethodRun
     features: list[VideoFeatures] = []
     boxes: list[Box] = []
     stage = {"decode": 0.0, "embed": 0.0, "search": 0.0, "align": 0.0, "refine": 0.0}
+    ambiguous = [0, 0]  # copyspan's segments that report reference alternatives, all segments
     started = time.perf_counter()
     for path in videos(data / "queries"):
         query = detector.describe(path)
         result = detector.query_features(query, index)
         features.append(query)
         boxes.extend(result.segment_boxes())
+        segments = [s for m in result.matches for s in m.segments]
+        ambiguous[0] += sum(bool(s.alternatives) for s in segments)
+        ambiguous[1] += len(segments)
         for key in stage:
             stage[key] += result.timings.get(key, 0.0)
     query_seconds = time.perf_counter() - started
@@ -113,6 +117,7 @@ def run_copyspan(data: Path, config: Config, work: Path) -> tuple[list[MethodRun
     index.close()
     info = {
         "index_seconds": index_seconds,
+        "ambiguous_segments": ambiguous,
         "index_frames": catalog["frames"],
         "crop_references": catalog["crop_references"],
         "index_mb": sum(catalog["disk_bytes"].values()) / 1e6,
@@ -287,7 +292,9 @@ def render(
         f"refine {stage['refine']:.2f} s. "
         f"Indexing the references took {info['index_seconds']:.1f} s; the index holds "
         f"{info['index_frames']} frame descriptors in {info['index_mb']:.1f} MB"
-        + (f" ({info['crop_references']} crop references)." if info["crop_references"] else "."),
+        + (f" ({info['crop_references']} crop references)." if info["crop_references"] else ".")
+        + " Segments reporting reference alternatives (scored on their chosen span): "
+        f"{info['ambiguous_segments'][0]} of {info['ambiguous_segments'][1]}.",
         "",
     ]
     notes = [f"{r.name}: {r.note}" for r in runs if r.note]

@@ -173,6 +173,8 @@ class AlignConfig:
     refine_boundaries: bool  # move segment ends onto the query's cuts (pipeline/match/refine.py)
     sync_reference: bool  # shift reference spans onto the query's motion (pipeline/match/sync.py)
     sync_max_matches: int  # references reread for sync per query, best matches first
+    ambiguity_margin: float = 0.02  # other reference spans this close are reported; 0 = off
+    ambiguity_min_shift_s: float = 2.0  # ... at least this far (and half its length) away
 
     @property
     def refines_spans(self) -> bool:
@@ -187,6 +189,8 @@ class AlignConfig:
         _check(self.skew_penalty >= 0, "align.skew_penalty must be >= 0")
         _check(self.span_fit_slack >= 0, "align.span_fit_slack must be >= 0")
         _check(self.sync_max_matches >= 0, "align.sync_max_matches must be >= 0")
+        _check(self.ambiguity_margin >= 0, "align.ambiguity_margin must be >= 0")
+        _check(self.ambiguity_min_shift_s > 0, "align.ambiguity_min_shift_s must be > 0")
 
 
 @dataclass(frozen=True)

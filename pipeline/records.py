@@ -192,20 +192,28 @@ class Segment:
     reference_start: float
     reference_end: float
     score: float
+    # Other reference spans the copy fits within align.ambiguity_margin of this one (near-static
+    # footage: pipeline/match/ambiguity.py), best first; empty when the time is unambiguous.
+    alternatives: tuple[tuple[float, float], ...] = ()
 
     @property
     def speed(self) -> float:
         """Reference seconds per query second (above 1: the copy plays faster)."""
         return (self.reference_end - self.reference_start) / (self.query_end - self.query_start)
 
-    def to_dict(self) -> dict[str, float]:
-        return {
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "query_start": round(self.query_start, 3),
             "query_end": round(self.query_end, 3),
             "reference_start": round(self.reference_start, 3),
             "reference_end": round(self.reference_end, 3),
             "score": round(self.score, 4),
         }
+        if self.alternatives:
+            out["reference_alternatives"] = [
+                [round(a, 3), round(b, 3)] for a, b in self.alternatives
+            ]
+        return out
 
 
 @dataclass

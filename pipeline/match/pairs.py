@@ -12,6 +12,7 @@ from pipeline.describe.keyframes import expand
 from pipeline.index import ReferenceIndex
 from pipeline.index.whitening import Whitening
 from pipeline.match.align import FrameBox, boxes_to_segments, make_aligner
+from pipeline.match.ambiguity import reference_alternatives
 from pipeline.records import Match, VideoFeatures
 
 
@@ -98,6 +99,15 @@ class PairAligner:
         if not boxes:
             return None
         segments = boxes_to_segments(boxes, q_starts, q_ends, r_starts, r_ends)
+        cfg = self.config.align
+        min_shift = max(1, round(cfg.ambiguity_min_shift_s * reference.fps))
+        for i, box in enumerate(boxes):
+            shifts = reference_alternatives(box, sim, cfg.ambiguity_margin, min_shift)
+            if shifts:
+                seg = segments[i]
+                spans = tuple((seg.reference_start + s / reference.fps,
+                               seg.reference_end + s / reference.fps) for s in shifts)  # fmt: skip
+                segments[i] = dataclasses.replace(seg, alternatives=spans)
         segments.sort(key=lambda s: s.query_start)
         return Match(
             reference_id=reference.video_id,
