@@ -182,13 +182,10 @@ class Describer:
         }
         log.debug("described %s: embedded %d, kept %d of %d frames", video_id, len(pixels),
                   len(keys.kept), len(embeddings))  # fmt: skip
+        grid = reference_crops(sampled, prepared.frames, self.config.views) if crops else []
         described = [
             self.describe_sampled(crop, crop_id(video_id, k), views=False, crops=False)
-            for k, crop in enumerate(
-                reference_crops(sampled, prepared.frames, self.config.views)
-                if crops and not views
-                else []
-            )
+            for k, crop in enumerate(grid if not views else [])
         ]
         timings = {"decode": decode_s, "embed": time.perf_counter() - started}
         features = build_features(

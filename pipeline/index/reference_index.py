@@ -24,6 +24,7 @@ writer. Writers hold an exclusive lock on ``DIR/.lock``; readers need none.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -175,6 +176,7 @@ class ReferenceIndex:
 
     def info(self) -> dict:
         references, frames, duration = self.totals()
+        parents = len(self.references())
         whitening = self._read_whitening(self.root / "whitening.npz")
         segments = self.catalog.segments()
         dim = int(self.catalog.meta("dim") or 512)
@@ -182,8 +184,8 @@ class ReferenceIndex:
             "path": str(self.root),
             "model": self.model,
             "preprocess": self.catalog.meta("preprocess"),
-            "references": len(self.references()),
-            "crop_references": references - len(self.references()),  # views.reference_grid
+            "references": parents,
+            "crop_references": references - parents,  # views.reference_grid
             "frames": frames,
             "duration_s": round(duration, 3),
             "generation": self.generation,
@@ -364,8 +366,8 @@ class ReferenceIndex:
         path = write_vectors(self.root, num, features)
         log.info("indexed %s (%d frames) as #%d", features.video_id, len(features), num)
         for k, crop in enumerate(features.crops):  # each a reference of its own (records.py)
-            crop.video_id = crop_id(features.video_id, k)
-            self._add_locked(crop, f"{sha256}{CROP_MARK}{k}")
+            named = dataclasses.replace(crop, video_id=crop_id(features.video_id, k))
+            self._add_locked(named, f"{sha256}{CROP_MARK}{k}")
         return path
 
     def remove(self, video_ids: list[str]) -> list[str]:

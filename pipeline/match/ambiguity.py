@@ -4,9 +4,10 @@ A copy of near-static footage (a fixed camera on a tree in wind, a slowly turnin
 slide) matches many stretches of its reference almost equally: the aligner picks the best, but
 the best by a hair is a guess. For each segment found at the reference's own speed, the mean
 similarity of its query frames to the reference frames along every shifted diagonal says how
-well the same copy would fit elsewhere; shifts at least ``min_shift_s`` away that come within
-``margin`` of the chosen one are reported as alternative reference spans (best first), so a
-reviewer sees "this copies 0:40 or 1:10 of the reference" instead of a confident wrong answer.
+well the same copy would fit elsewhere; shifts at least ``align.ambiguity_min_shift_s`` and half
+the segment away that come within ``margin`` of the chosen one are reported as alternative
+reference spans (best first; nearer ones are localisation, not another place), so a reviewer
+sees "this copies 0:40 or 1:10 of the reference" instead of a confident wrong answer.
 """
 
 from __future__ import annotations
