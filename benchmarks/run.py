@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -251,7 +252,7 @@ def render(
     runs: list[MethodRun],
     info: dict,
     decode: tuple,
-    truth: list[Box] = (),
+    truth: Sequence[Box] = (),
 ) -> str:
     video_s, decode_s = decode
     decode_tput = video_s / decode_s
@@ -324,7 +325,7 @@ def render(
 TARGET_STRENGTH = {"pip_small": 0.06, "zoom": 0.40}
 
 
-def at_target_strength(summary: dict, truth: list[Box], runs: list[MethodRun]) -> list[str]:
+def at_target_strength(summary: dict, truth: Sequence[Box], runs: list[MethodRun]) -> list[str]:
     """Pair recall of the families with a target strength, over their copies at or above it
     (the hard profile records each copy's strength in dataset.json)."""
     strengths = summary.get("strengths", {})
