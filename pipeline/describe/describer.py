@@ -182,10 +182,13 @@ class Describer:
         }
         log.debug("described %s: embedded %d, kept %d of %d frames", video_id, len(pixels),
                   len(keys.kept), len(embeddings))  # fmt: skip
-        grid = reference_crops(sampled, prepared.frames, self.config.views) if crops else []
+        # Only a reference (no query views) is indexed with crops, and a crop has none itself:
+        # a query must not pay for resizing them.
+        wanted = crops and not views
+        grid = reference_crops(sampled, prepared.frames, self.config.views) if wanted else []
         described = [
             self.describe_sampled(crop, crop_id(video_id, k), views=False, crops=False)
-            for k, crop in enumerate(grid if not views else [])
+            for k, crop in enumerate(grid)
         ]
         timings = {"decode": decode_s, "embed": time.perf_counter() - started}
         features = build_features(
