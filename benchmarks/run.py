@@ -350,7 +350,7 @@ PAGE_OF_TAG = (  # tag prefix -> page, first match wins; a tag already on a page
     ("stream-catalog", "scale"), ("stream", "streaming"), ("scale", "scale"), ("nprobe", "scale"),
     ("bulk", "scale"),
     ("long", "long"), ("throughput", "throughput"), ("cost", "throughput"),
-    ("ingest", "throughput"), ("reuse", "throughput"),
+    ("ingest", "throughput"), ("reuse", "throughput"), ("upgrade", "upgrade"),
 )  # fmt: skip
 
 

@@ -143,7 +143,7 @@ RUNNING = ".compact.running"  # {"pid", "since"} of the running compaction, for 
 
 
 @contextlib.contextmanager
-def _compaction_lock(root: Path, wait: bool) -> Iterator[None]:
+def compaction_lock(root: Path, wait: bool) -> Iterator[None]:
     with open(root / LOCK, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -206,7 +206,7 @@ def compact(
     passes: list[dict] = []
     while True:
         try:
-            with _compaction_lock(index.root, wait):
+            with compaction_lock(index.root, wait):
                 request.unlink(missing_ok=True)  # this pass plans after every earlier commit
                 passes.append(_pass(index, whiten, full))
         except CompactionBusy:

@@ -7,6 +7,8 @@ Layout of ``DIR``::
     segments/*.faiss    coded segments (compressed FAISS indexes written by compaction)
     quantizer.faiss     the trained, empty structure coded segments are made from
     whitening.npz       optional: PCA whitening fitted on a sample of the reference frames
+    translation.npz     while an upgrade is in transition: the map of the former model's
+                        descriptors into this index's space (pipeline/index/translation.py)
     background.npz      optional: descriptors of background footage (generic-frame weights)
 
 Adding never rewrites what is there: a new reference's descriptors go to their own file and
@@ -28,6 +30,7 @@ import dataclasses
 import errno
 import fcntl
 import hashlib
+import json
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -46,16 +49,23 @@ from pipeline.errors import (
     UnknownReferenceError,
 )
 from pipeline.index.catalog import FORMAT_VERSION, Catalog, Reference, now
-from pipeline.index.compaction import compact, compaction_state, plan_compaction
+from pipeline.index.compaction import (
+    compact,
+    compaction_lock,
+    compaction_state,
+    plan_compaction,
+)
 from pipeline.index.pooling import video_descriptor
 from pipeline.index.segments import LocalSearcher, Searcher, split_ids
 from pipeline.index.structure import FLAT, Structure, choose_structure, default_nprobe
+from pipeline.index.translation import Translation
 from pipeline.index.vectors import VectorCache, sample_vectors, vector_path, write_vectors
 from pipeline.index.whitening import Whitening, fit_whitening
 from pipeline.records import CROP_MARK, VideoFeatures, crop_id, crop_parent
 
 log = logging.getLogger(__name__)
 MAX_CROPS = 16  # views.reference_grid is at most 4
+BACKFILL_REFIT = 0.05  # whitening refitted whenever this share of the frames was backfilled
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -103,6 +113,7 @@ class ReferenceIndex:
         self._background_key: int | None = None
         self._whitening: Whitening | None = None
         self._whitening_key: int | None = None
+        self._translation: tuple[int | None, Translation | None] = (None, None)  # mtime, fit
         if (self.root / "frames.faiss").exists():  # written by format 1
             self._upgrade()
 
@@ -190,6 +201,7 @@ class ReferenceIndex:
             "duration_s": round(duration, 3),
             "generation": self.generation,
             "whitening_frames": whitening.frames if whitening else None,  # frames it was fitted on
+            "upgrade": self.upgrade_state(),  # index upgrade: the fit, backfill progress
             "kind": self.config.kind,
             "structure": self.structure().to_dict(),
             "nprobe": self.nprobe(),  # cells searched per query vector, now
@@ -220,9 +232,16 @@ class ReferenceIndex:
 
     def check_model(self, model: str, preprocess: str = "") -> None:
         """Refuse descriptors of another model, or of other frame preparation, than the ones
-        that built the index (an empty ``preprocess`` skips that part of the check)."""
+        that built the index (an empty ``preprocess`` skips that part of the check), unless
+        the index has a translation from them (``index upgrade``)."""
+        translation = self.translation()
+        if translation is not None and translation.translates(model, preprocess):
+            return
         # Indexes built before the default became the student at 288 px hold sscd at 224 px.
-        earlier = " (the earlier default: use --config configs/sscd.yaml)"
+        earlier = (
+            " (the earlier default: use --config configs/sscd.yaml, or fit a translation with "
+            "`copyspan index upgrade`)"
+        )
         if self.model is not None and self.model != model:
             raise ModelMismatchError(
                 f"index {self.root} was built with model {self.model!r}, not {model!r}"
@@ -235,6 +254,142 @@ class ReferenceIndex:
                 f"{preprocess!r}: rebuild the index or use the same decode/suppress settings"
                 + (earlier if self.model == "sscd" else "")
             )
+
+    def as_indexed(self, features: VideoFeatures) -> VideoFeatures:
+        """``features`` in this index's descriptor space: as they are when the index's model
+        described them, translated when they come from the model of its translation; raises
+        ``ModelMismatchError`` otherwise."""
+        self.check_model(features.model, features.preprocess)
+        translation = self.translation()
+        if (
+            self.model is not None
+            and translation is not None
+            and translation.translates(features.model, features.preprocess)
+        ):
+            return translation.translate(features)
+        return features
+
+    # ---- model upgrade (translation, backfill) --------------------------------------------
+
+    def translation(self) -> Translation | None:
+        """The translation of an upgrade still in transition (``index upgrade``), if any: it
+        maps the former model's descriptors into this index's space."""
+        path = self.root / "translation.npz"
+        try:
+            key = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        if self._translation[0] != key:
+            self._translation = (key, Translation.from_arrays(atomic.read_npz(path)))
+        return self._translation[1]
+
+    def translated(self, crops: bool = False) -> list[Reference]:
+        """References whose descriptors are still translated from the former model (their
+        ``model`` names the model that described them), waiting to be backfilled."""
+        return [r for r in self.references(crops) if r.model != self.model]
+
+    def upgrade(self, translation: Translation) -> dict:
+        """Move the whole catalog into ``translation``'s target space in one committed change:
+        every reference's descriptors translated (no video is read), the index's model and
+        frame preparation become the target's, and queries or imports of the former model are
+        translated from then on. Readers see the old catalog until the commit, then the new.
+        Coded segments are re-encoded by the next compaction (their quantizer was trained in
+        the former space); whitening is refitted on first use."""
+        built = (self.model, self.catalog.meta("preprocess") or "")
+        if self.model is None:
+            raise ReferenceIndexError("an empty index has no descriptor space to upgrade")
+        if (translation.source_model, translation.source_preprocess) != built:
+            raise ModelMismatchError(
+                f"the translation starts from {translation.source_model!r} "
+                f"({translation.source_preprocess}), not this index's {built[0]!r} ({built[1]})"
+            )
+        if self.translated(crops=True):
+            raise ReferenceIndexError(
+                f"index {self.root} is still upgrading from {self.translation().source_model!r}:"
+                " backfill it first (copyspan index backfill)"
+            )
+        with compaction_lock(self.root, wait=True), self.write_lock():
+            refs = self.catalog.references()
+            with self.change() as written:
+                for ref in refs:
+                    features = translation.translate(self.features(ref))
+                    self.catalog.delete_reference(ref)
+                    written.append(self._add_locked(features, ref.sha256, ref, ref.model))
+                for key, value in (
+                    ("model", translation.target_model),
+                    ("preprocess", translation.target_preprocess),
+                    ("dim", str(translation.matrix.shape[1])),
+                    ("translation", json.dumps(translation.header())),
+                ):
+                    self.catalog.set_meta(key, value)
+                self.catalog.db.execute("DELETE FROM meta WHERE key = 'training'")
+                atomic.write_npz(self.root / "translation.npz", **translation.arrays())
+                written.append(self.root / "translation.npz")
+            self._forget(refs)
+            (self.root / "whitening.npz").unlink(missing_ok=True)
+            background = self.background()
+            if background is not None:
+                stored = atomic.read_npz(self.root / "background.npz")
+                stored["embeddings"] = translation.apply(background)
+                atomic.write_npz(self.root / "background.npz", **stored)
+        self._translation = (None, None)
+        log.warning("upgraded %s: %s -> %s, %d references translated", self.root,
+                    translation.source_model, translation.target_model, len(refs))  # fmt: skip
+        return {
+            "translated": len(refs),
+            "coded_segments": sum(s.coded for s in self.catalog.segments()),
+        }
+
+    def backfill(self, features: VideoFeatures, sha256: str) -> str:
+        """Replace a translated reference (and its crops) by its native descriptors, in one
+        committed change: from then on it is searched and aligned natively. Returns
+        ``backfilled``, or ``native`` when it was done already."""
+        built = self.catalog.meta("preprocess")
+        if features.model != self.model or features.preprocess not in ("", built):
+            raise ModelMismatchError(
+                f"backfill needs descriptors of the index's model {self.model!r}, not "
+                f"{features.model!r}"
+            )
+        with self.write_lock():
+            ref = self.get(features.video_id)
+            if ref is None:
+                raise UnknownReferenceError(f"not in the index: {features.video_id}")
+            if ref.model == self.model:
+                return "native"
+            with self.change() as written:
+                removed = self._remove_locked(ref)
+                written.append(self._add_locked(features, sha256, ref))
+                moved = int(self.catalog.meta("backfilled_frames") or 0) + len(features)
+                self.catalog.set_meta("backfilled_frames", str(moved))  # whitening refits
+        self._forget(removed)
+        return "backfilled"
+
+    def retire_translation(self) -> bool:
+        """Once no reference is translated any more, the former model's queries are no longer
+        accepted and the translation is deleted. Returns whether it was retired."""
+        with self.write_lock():
+            if self.translation() is None or self.translated(crops=True):
+                return False
+            with self.change():
+                record = self.catalog.meta_json("translation") or {}
+                record["retired_at"] = now()
+                self.catalog.set_meta("translation", json.dumps(record))
+            (self.root / "translation.npz").unlink(missing_ok=True)
+        self._translation = (None, None)
+        return True
+
+    def upgrade_state(self) -> dict | None:
+        """The last upgrade (``index info``): its fit and how far the backfill is."""
+        record = self.catalog.meta_json("translation")
+        if record is None:
+            return None
+        translated = self.translated()
+        return {
+            **record,
+            "translated": len(translated),
+            "native": len(self.references()) - len(translated),
+            "retired": self.translation() is None,
+        }
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -329,19 +484,29 @@ class ReferenceIndex:
         removed: list[Reference] = []
         with self.write_lock(), self.change() as written:
             outcomes = []
-            for features, sha256 in items:
-                self.check_model(features.model, features.preprocess)
+            for described, sha256 in items:
+                features = self.as_indexed(described)  # the former model's: translated
+                model = described.model if features is not described else None
                 outcome = self.plan_add(features.video_id, sha256, replace)
                 outcomes.append(outcome)
                 if outcome in ("unchanged", "duplicate"):
                     continue
                 if outcome == "replace":
                     removed += self._remove_locked(self.get(features.video_id))
-                written.append(self._add_locked(features, sha256))
+                written.append(self._add_locked(features, sha256, described_by=model))
         self._forget(removed)
         return outcomes
 
-    def _add_locked(self, features: VideoFeatures, sha256: str) -> Path:
+    def _add_locked(
+        self,
+        features: VideoFeatures,
+        sha256: str,
+        former: Reference | None = None,
+        described_by: str | None = None,
+    ) -> Path:
+        """Insert ``features`` (uncommitted). ``former``: the row it replaces in an upgrade or
+        a backfill, whose path and time added it keeps; ``described_by``: the model that
+        described a translated reference (recorded as its model until it is backfilled)."""
         if self.model is None:
             self.catalog.set_meta("model", features.model)
             self.catalog.set_meta("dim", str(features.embeddings.shape[1]))
@@ -362,12 +527,16 @@ class ReferenceIndex:
             added_at=now(),
             segment=segment,
         )
+        if former is not None:
+            ref = dataclasses.replace(ref, path=former.path, added_at=former.added_at)
+        if described_by is not None:
+            ref = dataclasses.replace(ref, model=described_by)
         num = self.catalog.insert_reference(ref, video_descriptor(features))
         path = write_vectors(self.root, num, features)
         log.info("indexed %s (%d frames) as #%d", features.video_id, len(features), num)
         for k, crop in enumerate(features.crops):  # each a reference of its own (records.py)
             named = dataclasses.replace(crop, video_id=crop_id(features.video_id, k))
-            self._add_locked(named, f"{sha256}{CROP_MARK}{k}")
+            self._add_locked(named, f"{sha256}{CROP_MARK}{k}", former, described_by)
         return path
 
     def remove(self, video_ids: list[str]) -> list[str]:
@@ -449,7 +618,7 @@ class ReferenceIndex:
             embeddings=data["embeddings"],  # float16 on disk; the record holds float32
             starts=data["starts"],
             ends=data["ends"],
-            model=ref.model,
+            model=self.model or ref.model,  # a translated reference's are in the index's space
             fps=ref.fps,
             weights=data.get("weights"),  # absent in indexes written before weights existed
         )
@@ -498,10 +667,13 @@ class ReferenceIndex:
         if self._videos is not None and current == generation:
             return self._videos
         references = len(self)
-        if self._videos is None or references < count:  # first use, or something was removed
+        nums, pooled = self.catalog.pooled(after=last)
+        # Only additions since: append. Anything removed or replaced (a replace, a backfill,
+        # an upgrade keeps the count): rebuild, or stale descriptors would stay searchable.
+        if self._videos is None or count + len(nums) != references:
             dim = int(self.catalog.meta("dim") or 512)
             self._videos, last, count = faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), 0, 0
-        nums, pooled = self.catalog.pooled(after=last)
+            nums, pooled = self.catalog.pooled(after=last)
         if len(nums):
             self._videos.add_with_ids(pooled, nums)
             last, count = int(nums[-1]), count + len(nums)
@@ -548,17 +720,30 @@ class ReferenceIndex:
         if frames < config.min_frames:
             return None
         path = self.root / "whitening.npz"
+
+        def stale(fit: Whitening | None) -> bool:
+            # Backfilled frames were described again by another model: the catalog mixes two
+            # kinds of descriptors, and a whitening fitted before a quarter of them moved lost
+            # 0.04 F1 (seed 2); refitted every BACKFILL_REFIT of the frames it stays within 0.02.
+            moved = int(self.catalog.meta("backfilled_frames") or 0)
+            return (
+                fit is None
+                or fit.stale(frames, config.refit_change, config.shrinkage)
+                or moved > BACKFILL_REFIT * frames
+            )
+
         current = self._read_whitening(path)
-        if current is None or current.stale(frames, config.refit_change, config.shrinkage):
+        if stale(current):
             try:
                 with self.write_lock():
                     current = self._read_whitening(path)  # another process may have refitted
-                    if current is None or current.stale(
-                        frames, config.refit_change, config.shrinkage
-                    ):
+                    if stale(current):
                         current = self._fit_whitening(config)
                         atomic.write_npz(path, **current.arrays())
                         self._whitening_key = None
+                        if self.catalog.meta("backfilled_frames"):
+                            with self.change():
+                                self.catalog.set_meta("backfilled_frames", "0")
             except OSError as exc:  # a read-only index: use the fit without storing it
                 log.warning(
                     "cannot store the whitening of %s (%s); refitting per process", path, exc

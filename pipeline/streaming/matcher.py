@@ -49,9 +49,9 @@ class StreamingQuery:
     def add(self, window: VideoFeatures) -> list[int]:
         """Take the next window; returns the reference numbers whose final segments grew."""
         if not self.parts and not self.window_starts:
-            self.index.check_model(window.model, window.preprocess)
             self.whitening = self.stages.aligner.usable_whitening(self.index)
         started = time.perf_counter()
+        window = self.index.as_indexed(window)  # the former model's: translated (index upgrade)
         window = self.stages.candidates.weigh_generic(window, self.index)
         first = self.frames
         self.parts.append((first, window))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.errors import CopyspanError, PermanentError
-from workers.commands.output import emit, make_detector, progress
+from workers.commands import upgrade
+from workers.commands.output import compact_if_due, emit, make_detector, progress
 from workers.inputs import expand_inputs
 
 log = logging.getLogger("copyspan")
@@ -104,26 +104,6 @@ def _index_add_ray(args, config: Config, files: list[Path]) -> int:
         config, files, args.index, args.replace, args.ray_address, not args.quiet, report
     )
     return 1 if any(o.startswith("failed") for o in outcomes.values()) else 0
-
-
-def compact_if_due(index, args) -> bool:
-    """Start ``copyspan index compact --if-due`` as a detached process when the index has work
-    for it (index.auto_compact): adding returns at once and the merge runs in the background,
-    logging to DIR/compaction.log. Returns whether one was started."""
-    config = index.config
-    if not config.auto_compact or not index.compaction_due():
-        return False
-    command = [sys.executable, "-m", "workers.cli", "index", "compact", "--if-due", "-q",
-               "--index", str(index.root)]  # fmt: skip
-    if getattr(args, "config", None):
-        command += ["--config", str(Path(args.config).resolve())]
-    with open(index.root / "compaction.log", "ab") as logfile:
-        subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
-            start_new_session=True, cwd=Path(__file__).resolve().parents[2],
-        )  # fmt: skip
-    log.info("started a background compaction of %s", index.root)
-    return True
 
 
 def cmd_index_compact(args, config: Config) -> int:
@@ -218,7 +198,9 @@ def cmd_index_import(args, config: Config) -> int:
             features = found.features
             if model[0] is None:  # an empty index takes the first file's model
                 model[:] = [features.model, features.preprocess]
-            if [features.model, features.preprocess or model[1]] != model:
+            if index.translation() is not None:  # upgraded: either model's files (translated)
+                index.check_model(features.model, features.preprocess)
+            elif [features.model, features.preprocess or model[1]] != model:
                 raise ModelMismatchError(
                     f"described with model {features.model!r} and frame preparation "
                     f"{features.preprocess!r}; the index holds {model[0]!r} and {model[1]!r}"
@@ -319,6 +301,8 @@ def register(commands, common) -> None:
     import_.add_argument("--index", required=True, help="index directory (created if missing)")
     import_.add_argument("--replace", action="store_true", help="replace an id's older content")
     import_.set_defaults(handler=cmd_index_import)
+
+    upgrade.register(index_commands, common)
 
     describe = commands.add_parser(
         "describe", parents=[common], help="write descriptor files for bulk import"

@@ -1,8 +1,11 @@
-"""What every command shares: progress bars, result lines on stdout, error results."""
+"""What every command shares: progress bars, result lines on stdout, error results, the
+background compaction a change starts."""
 
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +14,8 @@ from tqdm import tqdm
 
 from pipeline.config import Config
 from pipeline.records import QueryResult
+
+log = logging.getLogger("copyspan")
 
 
 def progress(items: list, what: str, quiet: bool) -> Iterator:
@@ -49,3 +54,23 @@ def make_detector(config: Config):
     from pipeline.detector import CopyDetector
 
     return CopyDetector(config)
+
+
+def compact_if_due(index, args) -> bool:
+    """Start ``copyspan index compact --if-due`` as a detached process when the index has work
+    for it (index.auto_compact): adding returns at once and the merge runs in the background,
+    logging to DIR/compaction.log. Returns whether one was started."""
+    config = index.config
+    if not config.auto_compact or not index.compaction_due():
+        return False
+    command = [sys.executable, "-m", "workers.cli", "index", "compact", "--if-due", "-q",
+               "--index", str(index.root)]  # fmt: skip
+    if getattr(args, "config", None):
+        command += ["--config", str(Path(args.config).resolve())]
+    with open(index.root / "compaction.log", "ab") as logfile:
+        subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile,
+            start_new_session=True, cwd=Path(__file__).resolve().parents[2],
+        )  # fmt: skip
+    log.info("started a background compaction of %s", index.root)
+    return True
