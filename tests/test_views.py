@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import cv2
@@ -324,3 +325,51 @@ def test_column_runs_match_a_scan_of_each_column():
     expected = [(c, lo, hi) for c in range(40) for lo, hi in scan(marks[:, c]) if hi - lo >= 5]
     assert _column_runs(marks, 5).tolist() == [list(run) for run in expected]
     assert _column_runs(np.zeros((10, 3), bool), 2).shape == (0, 3)
+
+
+@pytest.fixture(scope="module")
+def stickered(tmp_path_factory, clips, photos):
+    """A still photo pasted over a third of real footage, as the `caption` edits of the hard
+    profile do."""
+    root = tmp_path_factory.mktemp("sticker")
+    graph = ("[main]scale=640:360,setsar=1[m];[x1]scale=640*0.58:360*0.58,setsar=1[s];"
+             "[m][s]overlay=W*0.3:H*0.1:shortest=1[edited]")  # fmt: skip
+    sticker = Part(clips["bikes"], 8.0, start=1.0, graph=graph,
+                   extras=(Extra(photos["astronaut"], photo=True),))  # fmt: skip
+    compose([sticker], root / "sticker.mp4")
+    return root / "sticker.mp4"
+
+
+def test_a_still_overlay_is_masked_in_a_view_of_its_own(stickered, config):
+    from pipeline.describe.views import still_overlays
+
+    on = dataclasses.replace(config.views, masks=True)
+    _, frames = _frames(stickered, config)
+    found = still_overlays(frames, on)
+    (top, bottom, left, right), _ = found[0]
+    h, w = frames.shape[1:3]
+    # where the sticker is: x 30-88%, y 10-68% of the frame (to a few pixels)
+    assert abs(left / w - 0.30) < 0.03 and abs(right / w - 0.88) < 0.03
+    assert abs(top / h - 0.10) < 0.03 and abs(bottom / h - 0.68) < 0.03
+    for (t, b, lo, r), _ in found:  # a window may see only part of it, never beyond it
+        assert t >= top - 0.03 * h and b <= bottom + 0.03 * h
+        assert lo >= left - 0.03 * w and r <= right + 0.03 * w
+    rows = set().union(*(rows.tolist() for _, rows in found))
+    assert len(rows) >= 0.8 * len(frames)
+    views = query_views(frames, on)
+    name = f"mask:{top},{bottom},{left},{right}"
+    assert sorted(n for n in views if n.startswith("mask:")) == sorted(
+        "mask:{},{},{},{}".format(*rect) for rect, _ in found
+    )
+    masked = views[name][1](frames[:2])
+    assert (masked[:, top:bottom, left:right] == 128).all()
+    assert np.array_equal(masked[:, :top], frames[:2, :top])  # the rest is untouched
+    assert not [n for n in query_views(frames, config.views) if n.startswith("mask:")]  # off
+
+
+@pytest.mark.parametrize("name", ["vtest", "tree", "bikes"])
+def test_filmed_footage_has_no_still_overlay(clips, config, name):
+    from pipeline.describe.views import still_overlays
+
+    _, frames = _frames(clips[name], config)
+    assert still_overlays(frames, dataclasses.replace(config.views, masks=True)) == []

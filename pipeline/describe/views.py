@@ -30,6 +30,9 @@ from pipeline.config import ViewsConfig
 from pipeline.describe.suppress import border_box
 
 Rect = tuple[int, int, int, int]  # top, bottom, left, right (pixels, exclusive ends)
+FROZEN_STD = 0.05  # grey-level std over a window under which a pixel kept its value exactly
+OVERLAY_STILL = 0.8  # share of an overlay's pixels that must be frozen
+OVERLAY_MIN_AREA, OVERLAY_MAX_AREA = 0.15, 0.6  # an overlay's share of the picture
 
 
 @dataclass(frozen=True)
@@ -430,6 +433,95 @@ def region_proposals(
     return chosen
 
 
+def still_overlays(
+    frames: np.ndarray, config: ViewsConfig, blocks: Blocks | None = None
+) -> list[tuple[Rect, np.ndarray]]:
+    """Opaque still overlays (a sticker, a caption panel) covering much of the picture, each
+    with the frames it was found in: a layout rectangle whose inside keeps its exact pixel
+    values over a window (composited graphics; filmed footage, even from a fixed camera, keeps
+    some noise), though it is detailed (not a black bar), or else the box of frozen pixels.
+    What it hides is gone, but the rest of the frame is the copy: ``query_views`` embeds the
+    frame with the overlay masked grey."""
+    n = len(frames)
+    if n < 3 or not config.masks:
+        return []
+    step = 2
+    gray = frames[:, ::step, ::step].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    found: list[tuple[Rect, set[int]]] = []
+    for lo, hi in _windows(frames, config, blocks):
+        window = gray[lo:hi]
+        frozen = window.std(axis=0) < FROZEN_STD
+        picture = window.shape[1] * window.shape[2]  # the frame: dark footage is no border here
+        best = _frozen_box(window)
+        for _, rect in _window_rects(window, config):
+            y0, y1, x0, x1 = rect
+            area = (y1 - y0) * (x1 - x0)
+            if area < OVERLAY_MIN_AREA * picture or area > OVERLAY_MAX_AREA * picture:
+                continue
+            if frozen[y0:y1, x0:x1].mean() < OVERLAY_STILL or window[0, y0:y1, x0:x1].std() < 12:
+                continue
+            if best is None or area > _area(best):
+                best = rect
+        if best is None:
+            continue
+        for known, rows in found:
+            if _iou(best, known) >= 0.8:
+                rows.update(range(lo, hi))
+                break
+        else:
+            found.append((best, set(range(lo, hi))))
+    return [
+        (tuple(v * step for v in rect), np.array(sorted(rows)))  # type: ignore[misc]
+        for rect, rows in found
+    ]
+
+
+def _frozen_box(window: np.ndarray) -> Rect | None:
+    """The box of the largest frozen patch of picture: pixels of identical value in every frame
+    of the window (composited graphics; camera footage, even from a fixed camera, keeps some
+    noise), not black, filling most of their box, with the rest of the frame less frozen."""
+    frozen = (window.std(axis=0) < FROZEN_STD) & (window.min(axis=0) > 24)
+    frozen = cv2.morphologyEx(frozen.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(frozen, connectivity=8)
+    if count < 2:
+        return None
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h, pixels = stats[k]
+    total = frozen.size
+    if not OVERLAY_MIN_AREA <= w * h / total <= OVERLAY_MAX_AREA or pixels < 0.7 * w * h:
+        return None
+    top, bottom, left, right = _trim(frozen, y, y + h, x, x + w)
+    h, w = bottom - top, right - left
+    if w * h < OVERLAY_MIN_AREA * total:
+        return None
+    outside = frozen.sum() - frozen[top:bottom, left:right].sum()
+    if outside > 0.5 * (total - w * h):  # a still picture: nothing tells an overlay apart
+        return None
+    return top, bottom, left, right
+
+
+def _trim(mask: np.ndarray, top: int, bottom: int, left: int, right: int) -> Rect:
+    """The box shrunk, side by side, until each of its edge rows and columns is almost all
+    ``mask``: a frozen overlay's box, without the frozen bits of background it touched."""
+    while bottom - top > 2 and right - left > 2:
+        sides = {
+            "top": mask[top, left:right].mean(), "bottom": mask[bottom - 1, left:right].mean(),
+            "left": mask[top:bottom, left].mean(), "right": mask[top:bottom, right - 1].mean(),
+        }  # fmt: skip
+        side = min(sides, key=sides.__getitem__)
+        if sides[side] >= 0.95:
+            break
+        if side == "top":
+            top += 1
+        elif side == "bottom":
+            bottom -= 1
+        elif side == "left":
+            left += 1
+        else:
+            right -= 1
+    return top, bottom, left, right
+
+
 def _area(r: Rect) -> int:
     return (r[1] - r[0]) * (r[3] - r[2])
 
@@ -460,7 +552,17 @@ def query_views(
         for (top, bottom, left, right), rows in region_proposals(frames, config, blocks):
             name = f"region:{top},{bottom},{left},{right}"
             views[name] = (rows, functools.partial(_region, (top, bottom, left, right), config))
+    for rect, rows in still_overlays(frames, config, blocks):
+        views["mask:{},{},{},{}".format(*rect)] = (rows, functools.partial(_masked, rect))
     return views
+
+
+def _masked(rect: Rect, frames: np.ndarray) -> np.ndarray:
+    """``frames`` with ``rect`` painted mid-grey (what the model sees as no content)."""
+    top, bottom, left, right = rect
+    out = frames.copy()
+    out[:, top:bottom, left:right] = 128
+    return out
 
 
 def _view_size(height: int, width: int, config: ViewsConfig) -> tuple[int, int]:
