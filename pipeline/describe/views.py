@@ -12,6 +12,8 @@ motion) and two videos stacked inside black borders with no visible divider (bot
 picture too wide or too tall for one video). Small regions are enlarged before embedding, to the
 scale the model describes references at. A horizontally flipped view is available too
 (``views.flip``, off by default: SSCD matches flipped copies well already, see RESULTS.md).
+An opaque still overlay (a sticker, a caption panel) hides part of the copy instead: with
+``views.masks`` (configs/overlays.yaml) the frame is also embedded with it painted grey.
 
 Views are query-side only: references are indexed as they are.
 """
