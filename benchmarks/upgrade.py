@@ -196,6 +196,24 @@ def render(
             f"| {label} | {f['f1']:.3f} | {f['segment_ap']:.3f} | {f['pair_recall']:.3f} | "
             f"{f['false_alarm_pairs']} | {f['seconds']:.1f} | {note} |"
         )
+    edits = sorted({e for _, f, _ in rows for e in f.get("per_edit", {})})
+    if edits:
+        chosen = [r for r in rows if not r[0].startswith("upgraded index (")][:2] + [
+            r for r in rows if r[0] == "upgraded index (auto)"
+        ]
+        lines += [
+            "",
+            "Pair recall per edit family (F1 in brackets):",
+            "",
+            "| edit | " + " | ".join(label for label, _, _ in chosen) + " |",
+            "| --- |" + " --- |" * len(chosen),
+        ]
+        for edit in edits:
+            cells = []
+            for _, f, _ in chosen:
+                e = f.get("per_edit", {}).get(edit, {})
+                cells.append(f"{e.get('pair_recall', 0):.2f} ({e.get('f1', 0):.2f})")
+            lines.append(f"| {edit} | " + " | ".join(cells) + " |")
     if serving:
         p50 = {k: float(np.median(serving[k])) if serving[k] else float("nan")
                for k in ("idle", "during")}  # fmt: skip
