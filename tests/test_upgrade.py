@@ -96,8 +96,10 @@ def test_auto_keeps_the_identity_for_a_student_and_fits_a_map_otherwise():
 # ---- upgrade and backfill of an index ---------------------------------------------------------
 
 
-def _old_index(root: Path, refs: int = 4) -> tuple[ReferenceIndex, list[VideoFeatures]]:
-    index = ReferenceIndex(root)
+def _old_index(
+    root: Path, refs: int = 4, config=None
+) -> tuple[ReferenceIndex, list[VideoFeatures]]:
+    index = ReferenceIndex(root, config=config)
     features = [synthetic_features(f"r{k}", 40, k) for k in range(refs)]
     for f in features:
         f.preprocess = "p-old"
@@ -326,3 +328,27 @@ def test_a_coded_index_is_re_encoded_in_the_new_space(tmp_path):
     for ref in refs:
         _, nums, _ = index.search(_as_new(ref).embeddings[:3], 5)
         assert index.get(ref.video_id).num in nums[:, 0].tolist()
+
+
+@pytest.mark.ray
+def test_shard_actors_follow_an_upgrade_and_a_backfill(tmp_path, ray_session):
+    from pipeline.config import load_config
+    from workers.shards import RayShards
+
+    config = load_config(overrides={"index": {"shards": 2}})
+    index, refs = _old_index(tmp_path, refs=6, config=config.index)
+    index.compact()  # the references spread over both shards
+    assert {s.shard for s in index.catalog.segments()} == {0, 1}
+    shards = RayShards.start(tmp_path, config)  # serving before the upgrade
+    try:
+        index.upgrade(_translation(source_preprocess="p-old"))
+        index.backfill(_as_new(refs[4]), "r4")
+        probes = np.concatenate([_as_new(r).embeddings[::10] for r in refs])
+        expected = index.searcher.search(probes, 5)
+        got = shards.search(probes, 5)  # the actors caught up with both changes
+        np.testing.assert_array_equal(got[1], expected[1])
+        with ReferenceIndex(tmp_path, config=config.index, searcher=shards) as remote:
+            _, nums, frames = remote.search(_as_new(refs[4]).embeddings[7:8], 1)
+            assert (remote.by_num(int(nums[0, 0])).id, int(frames[0, 0])) == ("r4", 7)
+    finally:
+        shards.close()
