@@ -7,7 +7,9 @@ need none (``/readyz`` answers 503 until the model and index are loaded). Querie
 pool of ``api.workers`` threads; beyond ``api.queue`` more waiting, a request is answered 503
 with ``Retry-After`` at once instead of piling up. Errors are JSON (``{"error": reason}``):
 400 malformed request, 401 no or wrong token, 403 path not allowed, 404 unknown reference,
-413 too large, 422 not a decodable video, 503 saturated or not ready.
+405 method not allowed (with ``Allow``), 413 too large, 422 not a decodable video or a verdict
+that cannot be recorded, 503 saturated or not ready. The OpenAPI document (workers/api_schema.py,
+committed as docs/openapi.json) declares every body, answer and error, and the bearer scheme.
 """
 
 from __future__ import annotations
@@ -25,12 +27,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPBearer
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from pipeline.config import Config
 from pipeline.errors import PermanentError, VideoDecodeError
 from pipeline.streaming.uploads import PathNotAllowedError, resolve_uri
+from workers.api_schema import (
+    QueryRequest,
+    QueryResultOut,
+    ReferenceList,
+    ReferenceOut,
+    ReferenceRequest,
+    ReferenceStatus,
+    Status,
+    VerdictList,
+    VerdictOut,
+    VerdictRequest,
+    errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +70,9 @@ def decode_status(exc: VideoDecodeError) -> int:
 class Engine:
     """The model, the index and the bounded pool the routes run their work in."""
 
-    def __init__(self, config: Config, index_dir: str, roots: list[str], audit: str | None):
+    def __init__(
+        self, config: Config, index_dir: str, roots: list[str], audit: str | None, load=True
+    ):
         self.config, self.index_dir, self.roots = config, index_dir, roots
         self.audit = Path(audit) if audit else None
         self.pool = concurrent.futures.ThreadPoolExecutor(config.api.workers)
@@ -62,7 +84,8 @@ class Engine:
         self.ready = threading.Event()
         self.detector = None
         self.failure: str | None = None
-        threading.Thread(target=self._load, daemon=True).start()
+        if load:
+            threading.Thread(target=self._load, daemon=True).start()
 
     def _load(self) -> None:
         try:
@@ -158,12 +181,14 @@ def create_app(
     roots: list[str],
     token: str | None,
     audit: str | None = None,
+    load: bool = True,
 ):
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-    engine = Engine(config, index_dir, roots, audit)
+    engine = Engine(config, index_dir, roots, audit, load)
     app = FastAPI(
         title="copyspan", version="1", docs_url=None, redoc_url=None,
+        generate_unique_id_function=lambda route: route.name,  # operationId: the function's
         description="Video copy detection: which seconds of an upload copy which reference.",
     )  # fmt: skip
     app.state.engine = engine
@@ -178,6 +203,25 @@ def create_app(
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
         return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))  # fmt: skip
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        return JSONResponse({"error": _validation_reason(exc.errors())}, status_code=400)
+
+    def allowed(request: Request) -> list[str]:
+        """The methods the OpenAPI document lists for the request's path (for ``Allow``)."""
+        methods: set[str] = set()
+        for route in app.routes:
+            if getattr(route, "include_in_schema", False) and route.matches(request.scope)[0] in (
+                Match.FULL, Match.PARTIAL,
+            ):  # fmt: skip
+                methods |= set(getattr(route, "methods", ())) - {"HEAD"}
+        return sorted(methods)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -194,32 +238,66 @@ def create_app(
         response = await call_next(request)
         route = request.scope.get("route")
         name = getattr(route, "path", "unmatched")
+        if response.status_code == 405 or (request.method == "OPTIONS" and name == "unmatched"):
+            methods = allowed(request)
+            if methods:  # a known path: answer with the methods it has (RFC 9110)
+                code = 204 if request.method == "OPTIONS" else 405
+                body = None if code == 204 else {"error": f"{request.method} not allowed here"}
+                response = (Response(status_code=204) if body is None
+                            else JSONResponse(body, status_code=405))  # fmt: skip
+                response.headers["Allow"] = ", ".join(methods)
         requests.labels(name, str(response.status_code)).inc()
         latency.labels(name).observe(time.perf_counter() - started)
         return response
 
-    @app.get("/healthz", tags=["health"])
+    bearer = [Depends(HTTPBearer(auto_error=False, description="the --token-file token"))]
+    busy = errors(401, 503)  # every /v1/ route: the token, a saturated pool
+
+    @app.get("/healthz", tags=["health"], response_model=Status)
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    loading = {503: {"model": Status, "description": "loading, or failed to load"}}
+
+    @app.get("/readyz", tags=["health"], response_model=Status, responses=loading)
     async def readyz():
         if engine.ready.is_set():
             return {"status": "ready"}
         return JSONResponse({"status": engine.failure or "loading"}, status_code=503)
 
-    @app.post("/v1/query", tags=["query"])
+    @app.post(
+        "/v1/query", tags=["query"], dependencies=bearer, response_model=None,
+        responses={200: {"model": QueryResultOut}, **errors(400, 403, 413, 422), **busy},
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/QueryRequest"}}}}},
+    )  # fmt: skip
     async def query(request: Request) -> dict:
-        """Match one video: JSON ``{"uri": "file:///..."}`` under the allowed roots, or a
-        multipart upload (field ``file``). Answers the query-result JSON."""
+        """Match one video named by JSON ``{"uri": "file:///..."}`` under the allowed roots.
+        Answers the query-result JSON. (A multipart upload is taken here too, as before
+        ``/v1/query/upload`` documented it on its own: one body type per operation is what
+        client generators handle.)"""
         kind = request.headers.get("content-type", "")
         if kind.startswith("multipart/form-data"):
             return await _uploaded(request)
-        body = await _json(request)
-        path = engine.resolve(body.get("uri"))
+        body = _checked(QueryRequest, await _json(request))
+        path = engine.resolve(body.uri)
         if not path.is_file():
             raise ApiError(422, f"{path}: file not found")
-        return await engine.run(engine.query, path, body.get("id"))
+        return await engine.run(engine.query, path, body.id)
+
+    @app.post(
+        "/v1/query/upload", tags=["query"], dependencies=bearer, response_model=None,
+        responses={200: {"model": QueryResultOut}, **errors(400, 413, 422), **busy},
+        openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
+            "schema": {"type": "object", "required": ["file"],
+                       "properties": {"file": {"type": "string", "format": "binary"}}}}}}},
+    )  # fmt: skip
+    async def query_upload(request: Request) -> dict:
+        """Match an uploaded video (multipart field ``file``, at most ``api.max_upload_mb``;
+        spooled to a temporary file that is always deleted). Answers the query-result JSON."""
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ApiError(400, "a multipart/form-data upload with a 'file' field is expected")
+        return await _uploaded(request)
 
     async def _uploaded(request: Request) -> dict:
         limit = config.api.max_upload_mb * 2**20
@@ -256,26 +334,33 @@ def create_app(
             raise ApiError(400, "the request body must be a JSON object")
         return body
 
-    @app.get("/v1/references", tags=["references"])
+    @app.get("/v1/references", tags=["references"], dependencies=bearer,
+             response_model=None, responses={200: {"model": ReferenceList}, **busy})  # fmt: skip
     async def references() -> dict:
         refs = await engine.run(lambda: engine.index().references())
         return {"references": [_reference(r) for r in refs]}
 
-    @app.get("/v1/references/{video_id}", tags=["references"])
+    @app.get("/v1/references/{video_id}", tags=["references"], dependencies=bearer,
+             response_model=None,
+             responses={200: {"model": ReferenceOut}, **errors(404), **busy})  # fmt: skip
     async def reference(video_id: str) -> dict:
         ref = await engine.run(lambda: engine.index().get(video_id))
         if ref is None:
             raise ApiError(404, f"no reference {video_id!r}")
         return _reference(ref)
 
-    @app.post("/v1/references", tags=["references"], status_code=201)
-    async def add_reference(request: Request) -> dict:
-        body = await _json(request)
-        path = engine.resolve(body.get("uri"))
-        return await engine.run(engine.add_reference, path, body.get("id"),
-                                bool(body.get("replace")))  # fmt: skip
+    @app.post(
+        "/v1/references", tags=["references"], status_code=201, dependencies=bearer,
+        response_model=None,
+        responses={201: {"model": ReferenceStatus}, **errors(400, 403, 409, 422), **busy},
+    )  # fmt: skip
+    async def add_reference(body: ReferenceRequest) -> dict:
+        path = engine.resolve(body.uri)
+        return await engine.run(engine.add_reference, path, body.id, body.replace)
 
-    @app.delete("/v1/references/{video_id}", tags=["references"])
+    @app.delete("/v1/references/{video_id}", tags=["references"], dependencies=bearer,
+                response_model=None,
+                responses={200: {"model": ReferenceStatus}, **errors(404), **busy})  # fmt: skip
     async def remove_reference(video_id: str) -> dict:
         from pipeline.errors import UnknownReferenceError
 
@@ -289,29 +374,32 @@ def create_app(
 
         return await engine.run(remove)
 
-    @app.post("/v1/verdicts", tags=["verdicts"], status_code=201)
-    async def add_verdict(request: Request) -> dict:
+    @app.post(
+        "/v1/verdicts", tags=["verdicts"], status_code=201, dependencies=bearer,
+        response_model=None,
+        responses={201: {"model": VerdictOut}, **errors(400, 422), **busy},
+    )  # fmt: skip
+    async def add_verdict(body: VerdictRequest) -> dict:
         from pipeline.review.verdicts import VerdictError
 
-        body = await _json(request)
-        span = body.get("reference_span")
         try:
             verdict = engine.verdicts().mark(
-                str(body.get("query_id") or ""), str(body.get("reference_id") or ""),
-                str(body.get("verdict") or ""), str(body.get("note") or ""),
-                str(body.get("by") or "api"), body.get("query_sha256"),
-                tuple(span) if span else None,
+                body.query_id, body.reference_id, body.verdict, body.note, body.by,
+                body.query_sha256, body.reference_span,
             )  # fmt: skip
-        except VerdictError as exc:
-            raise ApiError(400, str(exc)) from exc
+        except VerdictError as exc:  # well-formed, but not a verdict that can be recorded
+            raise ApiError(422, str(exc)) from exc
         return verdict.to_dict()
 
-    @app.get("/v1/verdicts", tags=["verdicts"])
+    @app.get("/v1/verdicts", tags=["verdicts"], dependencies=bearer, response_model=None,
+             responses={200: {"model": VerdictList}, **busy})  # fmt: skip
     async def list_verdicts(reference_id: str | None = None, query_id: str | None = None):
         found = engine.verdicts().list(reference_id, query_id)
         return {"verdicts": [v.to_dict() for v in found]}
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus metrics"}})  # fmt: skip
     async def metrics():
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
@@ -319,7 +407,8 @@ def create_app(
     async def docs():
         return _docs_page(app.openapi())
 
-    @app.get("/review", response_class=HTMLResponse, tags=["review"])
+    @app.get("/review", response_class=HTMLResponse, tags=["review"],
+             responses=errors(401, 404, media="application/json"))  # fmt: skip
     async def review(given: str | None = Query(None, alias="token")):
         """The audit report of ``--audit`` with buttons that record verdicts; ``?token=``
         when the API needs one (a browser cannot send a bearer header on navigation)."""
@@ -331,7 +420,38 @@ def create_app(
 
         return await engine.run(build_page, engine.audit, "/v1/verdicts")
 
+    described = app.openapi
+
+    def openapi() -> dict:
+        """FastAPI's document, plus the JSON body of /v1/query (parsed by hand: the route
+        takes a multipart upload too)."""
+        spec = described()
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas.setdefault(
+            "QueryRequest",
+            QueryRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+        )
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _checked(model, body: dict):
+    """``body`` as ``model``, or a 400 naming what is wrong."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise ApiError(400, _validation_reason(exc.errors())) from exc
+
+
+def _validation_reason(problems) -> str:
+    """One line from Pydantic's validation errors: where, and what is wrong."""
+    parts = []
+    for problem in list(problems)[:3]:
+        where = ".".join(str(p) for p in problem.get("loc", ()) if p != "body")
+        parts.append(f"{where or 'body'}: {problem.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
 
 
 def _reference(ref) -> dict:
@@ -355,6 +475,11 @@ def _docs_page(spec: dict) -> str:
         "Bearer &lt;token&gt;</code>.</p><table>"
     )
     return head + "".join(rows) + "</table></body></html>"
+
+
+def openapi_document(config: Config) -> dict:
+    """The API's OpenAPI document (what ``/openapi.json`` serves), without serving."""
+    return create_app(config, "", ["/"], "unused", load=False).openapi()
 
 
 def serve_api(

@@ -36,8 +36,15 @@ def cmd_serve(args, config: Config) -> int:
 
 
 def cmd_api(args, config: Config) -> int:
-    from workers.api import serve_api
+    from pipeline.errors import ConfigError
+    from workers.api import openapi_document, serve_api
 
+    if args.openapi:
+        print(json.dumps(openapi_document(config), indent=2, sort_keys=True))
+        return 0
+
+    if not args.index:
+        raise ConfigError("--index is required")
     roots = [str(Path(root).resolve()) for root in args.allowed_root or []]
     return serve_api(config, args.index, roots, args.token_file, args.host, args.port, args.audit,
                      args.no_auth)  # fmt: skip
@@ -89,13 +96,14 @@ def register(commands, common) -> None:
     live.set_defaults(handler=cmd_live)
 
     api = commands.add_parser("api", parents=[common], help="the HTTP API")
-    api.add_argument("--index", required=True)
+    api.add_argument("--index", help="the index directory (required to serve)")
     api.add_argument("--allowed-root", action="append", help="repeatable")
     api.add_argument("--token-file", help="file holding the bearer token of /v1/ routes")
     api.add_argument("--no-auth", action="store_true", help="no token (loopback host only)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8080)
     api.add_argument("--audit", help="an audit's --out folder, served for review at /review")
+    api.add_argument("--openapi", action="store_true", help="print the OpenAPI document, exit")
     api.set_defaults(handler=cmd_api)
 
     service = commands.add_parser("serve", parents=[common], help="the Kafka service")
