@@ -238,7 +238,7 @@ def create_app(
         response = await call_next(request)
         route = request.scope.get("route")
         name = getattr(route, "path", "unmatched")
-        if response.status_code == 405 or (request.method == "OPTIONS" and name == "unmatched"):
+        if response.status_code == 405:  # a path that exists; OPTIONS lands here too
             methods = allowed(request)
             if methods:  # a known path: answer with the methods it has (RFC 9110)
                 code = 204 if request.method == "OPTIONS" else 405
