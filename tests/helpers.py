@@ -77,3 +77,32 @@ def synthetic_features(video_id: str, n: int, seed: int, model: str = "sscd"):
         embeddings=l2_normalise(walk @ _BASIS), starts=starts, ends=starts + 0.5, model=model,
         fps=2.0,
     )  # fmt: skip
+
+
+def start_api(index: Path, media: Path, token_file: Path, log: Path, *extra: str):
+    """A real ``copyspan api`` on a free loopback port, once ``/readyz`` says ready:
+    (process, base URL)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from benchmarks.broker import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "api", "--index", str(index), "--allowed-root",
+         str(media), "--token-file", str(token_file), "--port", str(port), *extra],
+        cwd=Path(__file__).resolve().parent.parent, stdout=open(log, "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(base + "/readyz") as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    return process, base

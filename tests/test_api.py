@@ -19,7 +19,7 @@ import pytest
 from benchmarks.broker import free_port
 from benchmarks.edits import Part, compose
 from pipeline.index import ReferenceIndex, file_sha256
-from tests.helpers import write_corrupt
+from tests.helpers import start_api, write_corrupt
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-token"
@@ -45,23 +45,8 @@ def api(tmp_path_factory, clips, photos, detector):
     (root / "token").write_text(TOKEN + "\n")
     config = root / "api.yaml"
     config.write_text("api:\n  workers: 1\n  queue: 0\n  max_upload_mb: 1\n")
-    port = free_port()
-    log = open(root / "api.log", "w")  # noqa: SIM115
-    server = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "api", "--index", str(root / "index"),
-         "--allowed-root", str(media), "--token-file", str(root / "token"), "--port", str(port),
-         "--config", str(config)],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if call(base, "GET", "/readyz")[0] == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.3)
+    server, base = start_api(root / "index", media, root / "token", root / "api.log",
+                             "--config", str(config))  # fmt: skip
     yield {"base": base, "root": root, "media": media, "outside": outside}
     server.terminate()
     server.wait(30)

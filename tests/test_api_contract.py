@@ -8,16 +8,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from benchmarks.broker import free_port
 from benchmarks.edits import Part, compose
 from pipeline.index import ReferenceIndex, file_sha256
+from tests.helpers import start_api
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -35,22 +34,7 @@ def server(tmp_path_factory, clips, photos, detector):
     compose([Part(photos["coffee"], 3.0, photo=True), Part(clips["bikes"], 6.0, start=2.0)],
             media / "copy.mp4")  # fmt: skip
     (root / "token").write_text(TOKEN)
-    port = free_port()
-    log = open(root / "api.log", "w")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "api", "--index", str(root / "index"),
-         "--allowed-root", str(media), "--token-file", str(root / "token"), "--port", str(port)],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(base + "/readyz") as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
+    process, base = start_api(root / "index", media, root / "token", root / "api.log")
     yield {"base": base, "media": media, "root": root}
     process.terminate()
     process.wait(30)
