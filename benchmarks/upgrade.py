@@ -110,29 +110,36 @@ def main(argv: list[str] | None = None) -> int:
         ]
         describe_s = time.perf_counter() - started
         half, serving = pairs[::2], None
-        variants = [("auto", pairs), ("lstsq", pairs), ("procrustes", pairs), ("identity", pairs),
-                    ("auto", half)]  # fmt: skip
-        for k, (method, subset) in enumerate(variants):
+        variants = [
+            ("auto", pairs, True), ("auto", pairs, False), ("lstsq", pairs, True),
+            ("procrustes", pairs, True), ("identity", pairs, True), ("auto", half, True),
+        ]  # fmt: skip
+        for k, (method, subset, calibrated) in enumerate(variants):
             started = time.perf_counter()
             matrix, bias, report = fit_on_videos(subset, method)
+            if not calibrated:
+                report["scale"] = 1.0
             fit_s = time.perf_counter() - started
             upgraded = ReferenceIndex(shutil.copytree(work / "old", work / f"up{k}"))
             translation = Translation(
                 upgraded.model or "", upgraded.catalog.meta("preprocess") or "",
                 new.embedder.model_id, new.preprocess, matrix, bias, report["method"], report,
+                report["scale"],
             )  # fmt: skip
             started = time.perf_counter()
             upgraded.upgrade(translation)
             translate_s = time.perf_counter() - started
             held = report["held_out"]
             chosen = report["method"] + (f" (ridge {report['ridge']:g})" if report["ridge"] else "")
+            chosen += f", similarities x{report['scale']:g}"
             note = (
                 f"{chosen}: {report['videos']} videos, {report['frames']} frame pairs; held-out "
                 f"similarity r {held['similarity_r']}, cosine {held['own_cosine']}; fit "
                 f"{fit_s:.1f} s after {describe_s:.0f} s describing; catalog translated in "
                 f"{translate_s:.2f} s"
             )
-            label = f"upgraded index ({method}{', half the sample' if subset is half else ''})"
+            label = f"upgraded index ({method}{', half the sample' if subset is half else ''}"
+            label += ", no similarity calibration)" if not calibrated else ")"
             rows.append((label, score(new, new_queries, upgraded, truth), note))
             if k == 0:  # serving while the real backfill command runs, on a copy of this index
                 serving = serving_during_backfill(

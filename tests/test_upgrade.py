@@ -352,3 +352,53 @@ def test_shard_actors_follow_an_upgrade_and_a_backfill(tmp_path, ray_session):
             assert (remote.by_num(int(nums[0, 0])).id, int(frames[0, 0])) == ("r4", 7)
     finally:
         shards.close()
+
+
+def test_similarities_across_models_are_calibrated_on_held_out_frames(tmp_path):
+    from pipeline.index.translation import calibrate
+
+    rng = np.random.default_rng(3)
+    target = l2_normalise(rng.standard_normal((400, 512)).astype(np.float32) + 2.0)
+    noisy = l2_normalise(target + 0.7 * rng.standard_normal(target.shape).astype(np.float32))
+    scale = calibrate(noisy, target)  # a second model: similarities to it run lower
+    assert 1.1 < scale <= 2.0
+    assert calibrate(target, target) == 1.0  # the same model: nothing to correct
+    # stored references are that much longer; a former-model query the other way
+    index, refs = _old_index(tmp_path, refs=2)
+    translation = dataclasses.replace(_translation(source_preprocess="p-old"), scale=1.25)
+    index.upgrade(translation)
+    stored = index.features(index.get("r0")).embeddings
+    assert np.allclose(np.linalg.norm(stored, axis=1), 1.25, atol=2e-3)
+    query = index.as_indexed(refs[1], query=True)
+    assert np.allclose(np.linalg.norm(query.embeddings, axis=1), 1 / 1.25, atol=1e-5)
+    assert index.translation().scale == 1.25
+
+
+def test_a_reference_replaced_between_search_and_alignment_is_skipped(tmp_path, config):
+    """The race a serving process meets during a backfill (or an index remove): the search
+    found a reference number that the catalog no longer has by the time it is looked up and
+    its descriptors read. Found with a real query path (StreamingQuery), no crash."""
+    from pipeline.match import MatchStages
+    from pipeline.streaming.matcher import StreamingQuery
+
+    index, refs = _old_index(tmp_path, refs=3)
+    index.upgrade(_translation(source_preprocess="p-old"))
+    other = ReferenceIndex(tmp_path)
+    real_search = index.search
+
+    def search_then_backfill(vectors, k):
+        found = real_search(vectors, k)
+        for ref in other.translated():  # every reference replaced right after the search
+            other.backfill(_as_new(next(f for f in refs if f.video_id == ref.id)), ref.sha256)
+        return found
+
+    index.search = search_then_backfill
+    query = dataclasses.replace(_as_new(refs[1]), video_id="q", path="")
+    stream = StreamingQuery(MatchStages.from_config(config), index)
+    stream.add(query)  # the candidates it searched are gone: skipped, nothing raised
+    result = stream.finish(refine=False)
+    assert result.query_id == "q"
+    index.search = real_search
+    stream = StreamingQuery(MatchStages.from_config(config), index)
+    stream.add(query)
+    assert [m.reference_id for m in stream.finish(refine=False).matches] == ["r1"]

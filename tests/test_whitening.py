@@ -29,7 +29,8 @@ def test_fit_without_shrinkage_makes_the_covariance_the_identity():
     x = np.random.default_rng(0).normal(size=(4000, 16)) @ np.random.default_rng(1).normal(
         size=(16, 16)
     )
-    w = fit_whitening(x, shrinkage=0.0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)  # descriptors are directions
+    w = fit_whitening(x * 1.7, shrinkage=0.0)  # their length does not matter (see apply)
     y = (x - w.mean) @ w.projection
     np.testing.assert_allclose(np.cov(y.T), np.eye(16), atol=0.05)
 

@@ -255,10 +255,11 @@ class ReferenceIndex:
                 + (earlier if self.model == "sscd" else "")
             )
 
-    def as_indexed(self, features: VideoFeatures) -> VideoFeatures:
+    def as_indexed(self, features: VideoFeatures, query: bool = False) -> VideoFeatures:
         """``features`` in this index's descriptor space: as they are when the index's model
-        described them, translated when they come from the model of its translation; raises
-        ``ModelMismatchError`` otherwise."""
+        described them, translated when they come from the model of its translation (a
+        ``query``'s calibrated the other way from a reference's: Translation.translate);
+        raises ``ModelMismatchError`` otherwise."""
         self.check_model(features.model, features.preprocess)
         translation = self.translation()
         if (
@@ -266,7 +267,7 @@ class ReferenceIndex:
             and translation is not None
             and translation.translates(features.model, features.preprocess)
         ):
-            return translation.translate(features)
+            return translation.translate(features, query)
         return features
 
     # ---- model upgrade (translation, backfill) --------------------------------------------
@@ -330,7 +331,7 @@ class ReferenceIndex:
             background = self.background()
             if background is not None:
                 stored = atomic.read_npz(self.root / "background.npz")
-                stored["embeddings"] = translation.apply(background)
+                stored["embeddings"] = translation.apply(background, translation.scale)
                 atomic.write_npz(self.root / "background.npz", **stored)
         self._translation = (None, None)
         log.warning("upgraded %s: %s -> %s, %d references translated", self.root,

@@ -35,8 +35,10 @@ class Whitening:
     gain: float | None = None  # random-pair RMS similarity, raw / whitened (None: unknown)
 
     def apply(self, embeddings: np.ndarray) -> np.ndarray:
-        """Whitened, L2-normalised descriptors (a zero row stays zero)."""
-        out = (embeddings.astype(np.float32) - self.mean) @ self.projection
+        """Whitened, L2-normalised descriptors (a zero row stays zero). Rows are directions:
+        a translated reference stored longer than unit length (Translation.scale, which
+        calibrates raw similarities) is whitened as the unit descriptor it points along."""
+        out = (_unit(embeddings) - self.mean) @ self.projection
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-6)
 
@@ -63,9 +65,17 @@ class Whitening:
         )  # fmt: skip
 
 
+def _unit(embeddings: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32; a zero row stays zero)."""
+    x = embeddings.astype(np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
 def fit_whitening(embeddings: np.ndarray, shrinkage: float, frames: int | None = None) -> Whitening:
     """Fit on ``embeddings`` [N, D] (a corpus of ``frames`` frames, or a sample of it):
     covariance shrunk toward its mean variance, inverse root."""
+    embeddings = _unit(embeddings)
     x = embeddings.astype(np.float64)
     mean = x.mean(axis=0)
     centred = x - mean

@@ -65,7 +65,9 @@ class CandidateSearch:
             for ref, sim in self.similar_videos(query, index, cfg.video_candidates):
                 if sim >= cfg.video_min_sim and ref.num not in ranked:
                     ranked.append(ref.num)
-        refs = [index.by_num(num) for num in ranked]
+        # A reference removed or replaced (index remove, a backfill) since the search is gone
+        # from the catalog: skipped (its replacement is searched from the next window on).
+        refs = [ref for ref in map(index.catalog.by_num, ranked) if ref is not None]
         # A reference's crops (views.reference_grid) can fill a query frame's neighbours and
         # leave the reference itself out; aligned alone, a crop of near-static footage placed a
         # mild copy 9 s off. The reference is aligned with its crops, and its spans win.
@@ -105,4 +107,5 @@ class CandidateSearch:
         ])  # fmt: skip
         sims, nums = index.search_videos(pooled, k)
         best = best_per_reference(nums, sims, -1.0)
-        return [(index.by_num(num), sim) for num, sim in list(best.items())[:k]]
+        found = [(index.catalog.by_num(num), sim) for num, sim in list(best.items())[:k]]
+        return [(ref, sim) for ref, sim in found if ref is not None]  # none removed since

@@ -51,7 +51,7 @@ class StreamingQuery:
         if not self.parts and not self.window_starts:
             self.whitening = self.stages.aligner.usable_whitening(self.index)
         started = time.perf_counter()
-        window = self.index.as_indexed(window)  # the former model's: translated (index upgrade)
+        window = self.index.as_indexed(window, query=True)  # the former model's (index upgrade)
         window = self.stages.candidates.weigh_generic(window, self.index)
         first = self.frames
         self.parts.append((first, window))
@@ -116,7 +116,12 @@ class StreamingQuery:
         """Align frames ``lo`` onwards with ``ref``; keep the segments that have ended (all of
         them when ``last``). Returns whether final segments were added."""
         query = self._stretch(lo)
-        reference = self.index.features(ref)
+        try:
+            reference = self.index.features(ref)
+        except FileNotFoundError:  # removed or replaced since it was found: nothing to align
+            log.info("reference %s (#%d) left the index during the query", ref.id, ref.num)
+            self.open.pop(ref.num, None)
+            return False
         match = self.stages.aligner.align_pair(query, reference, self.whitening)
         fps = query.fps
         horizon = float(query.ends[-1]) - (self.stages.config.align.max_step + 1) / fps

@@ -118,6 +118,7 @@ def cmd_index_upgrade(args, config: Config) -> int:
             bias=bias,
             method=report["method"],
             report=report,
+            scale=report["scale"],
         )
         started = time.perf_counter()
         done = index.upgrade(translation)
