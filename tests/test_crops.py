@@ -98,8 +98,8 @@ def test_a_crops_reference_is_aligned_with_it(config):
         def similarity_margin(self):
             return 0.0
 
-        def by_num(self, num):
-            return refs[num]
+        def lookup(self, num):
+            return refs.get(num)
 
         def get(self, video_id):
             return next((r for r in refs.values() if r.id == video_id), None)

@@ -153,6 +153,11 @@ class ReferenceIndex:
     def by_sha256(self, sha256: str) -> Reference | None:
         return self.catalog.by_sha256(sha256)
 
+    def lookup(self, num: int) -> Reference | None:
+        """The reference numbered ``num``, or None once it is removed or replaced (a search
+        can return a number a concurrent writer has just retired)."""
+        return self.catalog.by_num(num)
+
     def by_num(self, num: int) -> Reference:
         ref = self.catalog.by_num(num)
         if ref is None:

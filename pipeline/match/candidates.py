@@ -67,7 +67,7 @@ class CandidateSearch:
                     ranked.append(ref.num)
         # A reference removed or replaced (index remove, a backfill) since the search is gone
         # from the catalog: skipped (its replacement is searched from the next window on).
-        refs = [ref for ref in map(index.catalog.by_num, ranked) if ref is not None]
+        refs = [ref for ref in map(index.lookup, ranked) if ref is not None]
         # A reference's crops (views.reference_grid) can fill a query frame's neighbours and
         # leave the reference itself out; aligned alone, a crop of near-static footage placed a
         # mild copy 9 s off. The reference is aligned with its crops, and its spans win.
@@ -86,11 +86,14 @@ class CandidateSearch:
         whose neighbours included it, at or above the candidate floor, most similar first."""
         best = {}
         for num in shortlist:
-            ref = index.catalog.by_num(num)
-            if ref is None:  # removed since the search
+            ref = index.lookup(num)
+            try:
+                frames = index.features(ref).embeddings if ref is not None else None
+            except FileNotFoundError:  # its descriptors went with it
+                frames = None
+            if frames is None:  # removed or replaced since the search
                 continue
             rows = np.flatnonzero((nums == num).any(axis=1))
-            frames = index.features(ref).embeddings
             sim = float(((vectors[rows] @ frames.T).max(axis=1) * weights[rows]).max())
             if sim >= self.config.search.candidate_min_sim:
                 best[num] = sim
@@ -107,5 +110,5 @@ class CandidateSearch:
         ])  # fmt: skip
         sims, nums = index.search_videos(pooled, k)
         best = best_per_reference(nums, sims, -1.0)
-        found = [(index.catalog.by_num(num), sim) for num, sim in list(best.items())[:k]]
+        found = [(index.lookup(num), sim) for num, sim in list(best.items())[:k]]
         return [(ref, sim) for ref, sim in found if ref is not None]  # none removed since
