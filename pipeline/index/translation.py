@@ -229,14 +229,13 @@ def fit_on_videos(
             probe = Translation("", "", "", "", matrix, bias, name)
             moved += [probe.apply(s) for s, _ in test]
             wanted += [t for _, t in test]
-        trials[(name, ridge)] = agreement(np.concatenate(moved), np.concatenate(wanted))
+        moved_all, wanted_all = np.concatenate(moved), np.concatenate(wanted)
+        trials[(name, ridge)] = agreement(moved_all, wanted_all)
         # Calibrated only where the map has no offset: least squares adds the target's mean to
         # every frame, which raises every similarity alike, and scaled that too it let 8 false
         # alarms through on the hard profile (identity and Procrustes: none).
         calibrated = name != "lstsq"
-        trials[(name, ridge)]["scale"] = (
-            calibrate(np.concatenate(moved), np.concatenate(wanted)) if calibrated else 1.0
-        )
+        trials[(name, ridge)]["scale"] = calibrate(moved_all, wanted_all) if calibrated else 1.0
     # Matching compares query frames with reference frames: what must carry over is how
     # similar frames are to one another. Closeness to their own target descriptors is not
     # it: least squares raised it (0.67 -> 0.76 held out) and lost 0.02 F1 on seed 2.
