@@ -70,22 +70,27 @@ class CopyDetector:
         return self.stages.candidates.similar_videos(query, index, k)
 
     def query_windows(
-        self, windows, index: ReferenceIndex, on_window=None, on_final=None
+        self, windows, index: ReferenceIndex, on_window=None, on_final=None, banks=None
     ) -> QueryResult:
-        """Match a query from its described windows (a service's or a live stream's);
-        ``on_window(streaming, changed)`` after each, ``on_final(match)`` per final match."""
-        return query_in_windows(self.stages, index, windows, on_window, on_final)
+        """Match a query from its described windows (a service's or a live stream's) against
+        ``banks`` (default: every enabled bank); ``on_window(streaming, changed)`` after each,
+        ``on_final(match)`` per final match."""
+        return query_in_windows(self.stages, index, windows, on_window, on_final, banks)
 
-    def query_features(self, query: VideoFeatures, index: ReferenceIndex) -> QueryResult:
+    def query_features(
+        self, query: VideoFeatures, index: ReferenceIndex, banks: list[str] | None = None
+    ) -> QueryResult:
         """Match a described query, ``streaming.window_s`` of it at a time (a short query is
         one window: the whole video at once)."""
         frames = max(1, round(self.config.streaming.window_s * query.fps))
-        return self.query_windows(query.windows(frames), index)
+        return self.query_windows(query.windows(frames), index, banks=banks)
 
-    def query(self, path: str | Path, index: ReferenceIndex, on_window=None) -> QueryResult:
+    def query(
+        self, path: str | Path, index: ReferenceIndex, on_window=None, banks=None
+    ) -> QueryResult:
         """Describe and match a video window by window: memory holds one window of frames;
         ``on_window(streaming, changed)`` runs after each."""
-        return self.query_windows(self.describe_windows(path), index, on_window)
+        return self.query_windows(self.describe_windows(path), index, on_window, banks=banks)
 
     def match(self, query_path: str | Path, reference_path: str | Path) -> QueryResult:
         """Compare two files directly, without an index."""

@@ -223,9 +223,11 @@ class Match:
     score: float
     segments: list[Segment]
     verdict: dict[str, Any] | None = None  # a reviewer's verdict (pipeline/review/verdicts.py)
+    bank: str | None = None  # the reference's bank and what its matches do (index/banks.py)
+    action: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "reference_id": self.reference_id,
             "reference_path": self.reference_path,
             "score": round(self.score, 4),
@@ -233,6 +235,8 @@ class Match:
         }
         if self.verdict is not None:
             out["verdict"] = self.verdict
+        if self.bank is not None:
+            out["bank"], out["action"] = self.bank, self.action
         return out
 
 

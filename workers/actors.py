@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.errors import PermanentError
+from pipeline.index.banks import DEFAULT_BANK
 
 log = logging.getLogger(__name__)
 
@@ -227,12 +228,12 @@ class IndexWriterActor:
     def pid(self) -> int:
         return _ping()
 
-    def add(self, features: Any, sha256: str, replace: bool) -> str:
+    def add(self, features: Any, sha256: str, replace: bool, bank: str = DEFAULT_BANK) -> str:
         """Idempotent: after a crash Ray may call it again, and the same content is a no-op."""
         if isinstance(features, Failed):
             return f"failed: {features.error}"
         try:
-            (outcome,) = self.index.add([(features, sha256)], replace=replace)
+            (outcome,) = self.index.add([(features, sha256)], replace=replace, bank=bank)
         except PermanentError as exc:
             return f"failed: {exc}"
         return outcome

@@ -1,15 +1,18 @@
 """The HTTP API (``copyspan api``): query, references, verdicts, metrics and the review pages.
 
 FastAPI on uvicorn, around the same ``pipeline`` the CLI uses (imported by ``copyspan api``
-only). Every ``/v1/`` route needs
-``Authorization: Bearer <token>`` (compared in constant time); ``/healthz`` and ``/readyz``
-need none (``/readyz`` answers 503 until the model and index are loaded). Queries run in a
-pool of ``api.workers`` threads; beyond ``api.queue`` more waiting, a request is answered 503
-with ``Retry-After`` at once instead of piling up. Errors are JSON (``{"error": reason}``):
-400 malformed request, 401 no or wrong token, 403 path not allowed, 404 unknown reference,
-405 method not allowed (with ``Allow``), 413 too large, 422 not a decodable video or a verdict
-that cannot be recorded, 503 saturated or not ready. The OpenAPI document (workers/api_schema.py,
-committed as docs/openapi.json) declares every body, answer and error, and the bearer scheme.
+only). Every ``/v1/`` route needs ``Authorization: Bearer <token>``: the ``--token-file`` token
+(compared in constant time) or one of ``copyspan token create`` (workers/tokens.py) sees
+everything (admin); a bank's token sees and changes only its bank, and anything of another
+bank answers 404 as if it did not exist (its matches are not reported to it). ``/healthz``
+and ``/readyz`` need none (``/readyz`` answers 503 until the model and index are loaded).
+Queries run in a pool of ``api.workers`` threads; beyond ``api.queue`` more waiting, a request
+is answered 503 with ``Retry-After`` at once instead of piling up. Errors are JSON (``{"error":
+reason}``): 400 malformed request, 401 no or wrong token, 403 path not allowed, 404 unknown
+reference or bank, 405 method not allowed (with ``Allow``), 413 too large, 422 not a decodable
+video or a verdict that cannot be recorded, 503 saturated or not ready. The OpenAPI document
+(workers/api_schema.py, committed as docs/openapi.json) declares every body, answer and error,
+and the bearer scheme.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from pipeline.config import Config
-from pipeline.errors import PermanentError, VideoDecodeError
+from pipeline.errors import PermanentError, UnknownReferenceError, VideoDecodeError
+from pipeline.index.banks import DEFAULT_BANK, BankError
 from pipeline.streaming.uploads import PathNotAllowedError, resolve_uri
 from workers.api_schema import (
+    BankList,
     QueryRequest,
     QueryResultOut,
     ReferenceList,
@@ -51,6 +56,7 @@ from workers.api_schema import (
     VerdictRequest,
     errors,
 )
+from workers.tokens import ADMIN, Grant, TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +90,10 @@ class Engine:
         self.ready = threading.Event()
         self.detector = None
         self.failure: str | None = None
+        self.tokens = (
+            TokenStore.beside(index_dir) if index_dir and Path(index_dir).is_dir() else None
+        )
+        self.token_lock = threading.Lock()
         if load:
             threading.Thread(target=self._load, daemon=True).start()
 
@@ -118,6 +128,17 @@ class Engine:
             self.local.verdicts = Verdicts.beside(self.index_dir)
         return self.local.verdicts
 
+    def grant(self, given: str, admin_token: str | None) -> Grant | None:
+        """What the request's bearer token may do (None: no such token, or revoked)."""
+        if admin_token is None:  # --no-auth, on a loopback address
+            return ADMIN
+        if hmac.compare_digest(given.encode(), admin_token.encode()):
+            return ADMIN
+        if self.tokens is None:
+            return None
+        with self.token_lock:
+            return self.tokens.grant(given)
+
     async def run(self, work, *args) -> Any:
         """Run ``work`` in the pool, or refuse at once (503) when the queue is full."""
         if not self.ready.is_set():
@@ -134,7 +155,7 @@ class Engine:
                 self.busy -= 1
 
     def resolve(self, uri: Any) -> Path:
-        if not isinstance(uri, str) or not uri.strip():
+        if not isinstance(uri, str) or not uri:  # blank: not an allowed path (403) below
             raise ApiError(400, "the request needs a string field 'uri'")
         try:
             return resolve_uri(uri, self.roots)
@@ -143,29 +164,36 @@ class Engine:
 
     # ---- work run in the pool ---------------------------------------------------------------
 
-    def query(self, path: Path, query_id: str | None) -> dict:
+    def query(self, path: Path, query_id: str | None, banks: list[str] | None = None) -> dict:
+        """Match ``path`` against ``banks`` (None: every enabled bank)."""
         index = self.index()
         try:
+            index.scope(banks)
             windows = self.detector.describe_windows(path, query_id)
-            result = self.detector.query_windows(windows, index)
+            result = self.detector.query_windows(windows, index, banks=banks)
+        except BankError as exc:
+            raise ApiError(404, str(exc)) from exc
         except VideoDecodeError as exc:
             raise ApiError(decode_status(exc), str(exc)) from exc
         return self.verdicts().apply(result).to_dict()
 
-    def add_reference(self, path: Path, video_id: str | None, replace: bool) -> dict:
+    def add_reference(self, path: Path, video_id: str | None, replace: bool, bank: str) -> dict:
         from pipeline.describe.describer import video_id_for
         from pipeline.index import file_sha256
 
         video_id = video_id or video_id_for(path)
         index = self.index()
         try:
+            index.require_bank(bank)
             sha = file_sha256(path)
-            plan = index.plan_add(video_id, sha, replace)
+            plan = index.plan_add(video_id, sha, replace, bank)
             if plan in ("unchanged", "duplicate"):
                 return {"id": video_id, "status": plan}
             features = self.detector.describe(path, video_id, views=False)
             with self.write_lock:
-                (status,) = index.add([(features, sha)], replace=replace)
+                (status,) = index.add([(features, sha)], replace=replace, bank=bank)
+        except BankError as exc:
+            raise ApiError(404, str(exc)) from exc
         except VideoDecodeError as exc:
             raise ApiError(decode_status(exc), str(exc)) from exc
         except PermanentError as exc:  # an id that holds other content
@@ -227,14 +255,16 @@ def create_app(
     async def guard(request: Request, call_next):
         started = time.perf_counter()
         path = request.url.path
-        if path.startswith("/v1/") and token is not None:
+        if path.startswith("/v1/"):
             header = request.headers.get("authorization", "")
             given = header[7:] if header.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(given.encode(), token.encode()):
+            grant = engine.grant(given, token)
+            if grant is None:
                 response = JSONResponse({"error": "missing or wrong bearer token"}, 401,
                                         headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
                 requests.labels(path, "401").inc()
                 return response
+            request.state.grant = grant
         response = await call_next(request)
         route = request.scope.get("route")
         name = getattr(route, "path", "unmatched")
@@ -250,7 +280,8 @@ def create_app(
         latency.labels(name).observe(time.perf_counter() - started)
         return response
 
-    bearer = [Depends(HTTPBearer(auto_error=False, description="the --token-file token"))]
+    bearer = [Depends(HTTPBearer(auto_error=False, description="the --token-file token (admin) "
+                                 "or one of `copyspan token create`"))]  # fmt: skip
     busy = errors(401, 503)  # every /v1/ route: the token, a saturated pool
 
     @app.get("/healthz", tags=["health"], response_model=Status)
@@ -267,7 +298,7 @@ def create_app(
 
     @app.post(
         "/v1/query", tags=["query"], dependencies=bearer, response_model=None,
-        responses={200: {"model": QueryResultOut}, **errors(400, 403, 413, 422), **busy},
+        responses={200: {"model": QueryResultOut}, **errors(400, 403, 404, 413, 422), **busy},
         openapi_extra={"requestBody": {"required": True, "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/QueryRequest"}}}}},
     )  # fmt: skip
@@ -280,10 +311,11 @@ def create_app(
         if kind.startswith("multipart/form-data"):
             return await _uploaded(request)
         body = _checked(QueryRequest, await _json(request))
+        banks = _banks(request.state.grant, body.banks)
         path = engine.resolve(body.uri)
         if not path.is_file():
             raise ApiError(422, f"{path}: file not found")
-        return await engine.run(engine.query, path, body.id)
+        return await engine.run(engine.query, path, body.id, banks)
 
     @app.post(
         "/v1/query/upload", tags=["query"], dependencies=bearer, response_model=None,
@@ -322,7 +354,8 @@ def create_app(
                 await form.close()  # the parser's own spooled copy goes too
             if target.stat().st_size > limit:
                 raise ApiError(413, f"upload over {config.api.max_upload_mb} MB")
-            return await engine.run(engine.query, target, Path(name).stem)
+            banks = _banks(request.state.grant, None)
+            return await engine.run(engine.query, target, Path(name).stem, banks)
         # the temporary folder (and the upload in it) is deleted on every way out
 
     async def _json(request: Request) -> dict:
@@ -336,38 +369,45 @@ def create_app(
 
     @app.get("/v1/references", tags=["references"], dependencies=bearer,
              response_model=None, responses={200: {"model": ReferenceList}, **busy})  # fmt: skip
-    async def references() -> dict:
+    async def references(request: Request, bank: str | None = None) -> dict:
+        """The references the token sees (``?bank=``: of that bank only)."""
+        grant = request.state.grant
         refs = await engine.run(lambda: engine.index().references())
-        return {"references": [_reference(r) for r in refs]}
+        seen = [r for r in refs if grant.sees(r.bank) and bank in (None, r.bank)]
+        return {"references": [_reference(r) for r in seen]}
 
     @app.get("/v1/references/{video_id}", tags=["references"], dependencies=bearer,
              response_model=None,
              responses={200: {"model": ReferenceOut}, **errors(404), **busy})  # fmt: skip
-    async def reference(video_id: str) -> dict:
+    async def reference(request: Request, video_id: str) -> dict:
         ref = await engine.run(lambda: engine.index().get(video_id))
-        if ref is None:
+        if ref is None or not request.state.grant.sees(ref.bank):
             raise ApiError(404, f"no reference {video_id!r}")
         return _reference(ref)
 
     @app.post(
         "/v1/references", tags=["references"], status_code=201, dependencies=bearer,
         response_model=None,
-        responses={201: {"model": ReferenceStatus}, **errors(400, 403, 409, 422), **busy},
+        responses={201: {"model": ReferenceStatus}, **errors(400, 403, 404, 409, 422), **busy},
     )  # fmt: skip
-    async def add_reference(body: ReferenceRequest) -> dict:
+    async def add_reference(request: Request, body: ReferenceRequest) -> dict:
+        grant = request.state.grant
+        bank = body.bank or grant.bank or DEFAULT_BANK
+        if not grant.sees(bank):
+            raise ApiError(404, f"no bank {bank!r}")
         path = engine.resolve(body.uri)
-        return await engine.run(engine.add_reference, path, body.id, body.replace)
+        return await engine.run(engine.add_reference, path, body.id, body.replace, bank)
 
     @app.delete("/v1/references/{video_id}", tags=["references"], dependencies=bearer,
                 response_model=None,
                 responses={200: {"model": ReferenceStatus}, **errors(404), **busy})  # fmt: skip
-    async def remove_reference(video_id: str) -> dict:
-        from pipeline.errors import UnknownReferenceError
+    async def remove_reference(request: Request, video_id: str) -> dict:
+        bank = request.state.grant.bank  # a bank's token: another bank's id is unknown
 
         def remove() -> dict:
             with engine.write_lock:
                 try:
-                    engine.index().remove([video_id])
+                    engine.index().remove([video_id], bank)
                 except UnknownReferenceError as exc:
                     raise ApiError(404, str(exc)) from exc
             return {"id": video_id, "status": "removed"}
@@ -377,15 +417,21 @@ def create_app(
     @app.post(
         "/v1/verdicts", tags=["verdicts"], status_code=201, dependencies=bearer,
         response_model=None,
-        responses={201: {"model": VerdictOut}, **errors(400, 422), **busy},
+        responses={201: {"model": VerdictOut}, **errors(400, 404, 422), **busy},
     )  # fmt: skip
-    async def add_verdict(body: VerdictRequest) -> dict:
+    async def add_verdict(request: Request, body: VerdictRequest) -> dict:
+        """Record a verdict; it acts within the reference's bank (a bank's token: only on its
+        own references)."""
         from pipeline.review.verdicts import VerdictError
 
+        grant = request.state.grant
+        ref = await engine.run(lambda: engine.index().get(body.reference_id))
+        if not grant.admin and (ref is None or ref.bank != grant.bank):
+            raise ApiError(404, f"no reference {body.reference_id!r}")
         try:
             verdict = engine.verdicts().mark(
                 body.query_id, body.reference_id, body.verdict, body.note, body.by,
-                body.query_sha256, body.reference_span,
+                body.query_sha256, body.reference_span, ref.bank if ref else None,
             )  # fmt: skip
         except VerdictError as exc:  # well-formed, but not a verdict that can be recorded
             raise ApiError(422, str(exc)) from exc
@@ -393,9 +439,27 @@ def create_app(
 
     @app.get("/v1/verdicts", tags=["verdicts"], dependencies=bearer, response_model=None,
              responses={200: {"model": VerdictList}, **busy})  # fmt: skip
-    async def list_verdicts(reference_id: str | None = None, query_id: str | None = None):
-        found = engine.verdicts().list(reference_id, query_id)
+    async def list_verdicts(
+        request: Request,
+        reference_id: str | None = None,
+        query_id: str | None = None,
+        bank: str | None = None,
+    ):
+        """Verdicts the token sees (a bank's token: its bank's; ``?bank=``: of that bank)."""
+        grant = request.state.grant
+        if not grant.admin and bank not in (None, grant.bank):
+            return {"verdicts": []}  # another bank's: as if it had none
+        found = engine.verdicts().list(reference_id, query_id, grant.bank or bank)
         return {"verdicts": [v.to_dict() for v in found]}
+
+    @app.get("/v1/banks", tags=["banks"], dependencies=bearer, response_model=None,
+             responses={200: {"model": BankList}, **busy})  # fmt: skip
+    async def banks(request: Request) -> dict:
+        """The banks the token sees, each with its policy and what it holds."""
+        grant = request.state.grant
+        summary = await engine.run(lambda: engine.index().bank_summary())
+        return {"banks": [{"name": name, **bank} for name, bank in summary.items()
+                          if grant.sees(name)]}  # fmt: skip
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
@@ -412,13 +476,14 @@ def create_app(
     async def review(given: str | None = Query(None, alias="token")):
         """The audit report of ``--audit`` with buttons that record verdicts; ``?token=``
         when the API needs one (a browser cannot send a bearer header on navigation)."""
-        if token is not None and not hmac.compare_digest((given or "").encode(), token.encode()):
+        grant = engine.grant(given or "", token)
+        if grant is None:
             raise ApiError(401, "the review page needs ?token=<token>")
         if engine.audit is None:
             raise ApiError(404, "no audit to review: start the API with --audit OUT")
         from pipeline.review.report.page import build_page
 
-        return await engine.run(build_page, engine.audit, "/v1/verdicts")
+        return await engine.run(build_page, engine.audit, "/v1/verdicts", grant.bank)
 
     described = app.openapi
 
@@ -435,6 +500,17 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _banks(grant: Grant, asked: list[str] | None) -> list[str] | None:
+    """The banks a query of this token matches: a bank's token only its own (asking for
+    another answers 404, as for a bank that does not exist); admin what it asks (None: all)."""
+    if grant.admin:
+        return asked
+    for name in asked or ():
+        if name != grant.bank:
+            raise ApiError(404, f"no bank {name!r}")
+    return [grant.bank]
 
 
 def _checked(model, body: dict):
@@ -456,7 +532,7 @@ def _validation_reason(problems) -> str:
 
 def _reference(ref) -> dict:
     return {"id": ref.id, "path": ref.path, "duration": ref.duration, "frames": ref.frames,
-            "sha256": ref.sha256, "added_at": ref.added_at}  # fmt: skip
+            "sha256": ref.sha256, "added_at": ref.added_at, "bank": ref.bank}  # fmt: skip
 
 
 def _docs_page(spec: dict) -> str:

@@ -28,12 +28,20 @@ class Status(BaseModel):
 class QueryRequest(BaseModel):
     uri: str = Field(min_length=1, description="file:///... under one of the allowed roots")
     id: str | None = Field(None, description="the query id to report (default: the file stem)")
+    banks: list[str] | None = Field(
+        None, min_length=1,
+        description="additive: match only these banks (default: every enabled bank the token "
+        "sees; a bank's token sees its own)",
+    )  # fmt: skip
 
 
 class ReferenceRequest(BaseModel):
     uri: str = Field(min_length=1, description="file:///... under one of the allowed roots")
     id: str | None = Field(None, description="the reference id (default: the file stem)")
     replace: bool = Field(False, description="replace the content an id already holds")
+    bank: str | None = Field(
+        None, description="additive: the bank it goes to (default: the token's, or 'default')"
+    )
 
 
 class VerdictRequest(BaseModel):
@@ -73,6 +81,7 @@ class VerdictOut(BaseModel):
     note: str
     by: str
     at: str
+    bank: str | None = Field(None, description="additive: the bank the verdict acts in")
 
 
 class MatchOut(BaseModel):
@@ -81,6 +90,10 @@ class MatchOut(BaseModel):
     score: float
     segments: list[SegmentOut]
     verdict: VerdictOut | None = Field(None, description="additive: a reviewer's verdict")
+    bank: str | None = Field(None, description="additive: the reference's bank")
+    action: Literal["alert", "track", "block"] | None = Field(
+        None, description="additive: what the bank's matches do"
+    )
 
 
 class QueryInfo(BaseModel):
@@ -107,10 +120,30 @@ class ReferenceOut(BaseModel):
     frames: int
     sha256: str
     added_at: str
+    bank: str = Field("default", description="additive: the bank it belongs to")
 
 
 class ReferenceList(BaseModel):
     references: list[ReferenceOut]
+
+
+class BankOut(BaseModel):
+    """A bank (pipeline/index/banks.py): its policy and what it holds."""
+
+    name: str
+    action: Literal["alert", "track", "block"]
+    min_score: float | None
+    min_seconds: float | None
+    min_share: float | None
+    enabled: bool
+    created_at: str
+    references: int
+    frames: int
+    duration_s: float
+
+
+class BankList(BaseModel):
+    banks: list[BankOut]
 
 
 class ReferenceStatus(BaseModel):
@@ -132,7 +165,7 @@ def errors(*codes: int, media: str | None = None) -> dict:
         400: "malformed request",
         401: "missing or wrong bearer token",
         403: "path not allowed (outside the allowed roots, another scheme, a symlink escape)",
-        404: "no such reference",
+        404: "no such reference or bank (a bank's token: nothing of another bank exists)",
         409: "the id holds other content (pass replace)",
         413: "upload over api.max_upload_mb",
         422: "not a decodable video, no such file, or a verdict that cannot be recorded",

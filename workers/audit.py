@@ -25,6 +25,7 @@ from tqdm import tqdm
 from pipeline import atomic
 from pipeline.config import Config
 from pipeline.errors import PermanentError, TransientError
+from pipeline.index.banks import DEFAULT_BANK
 from pipeline.ledger import Ledger
 from pipeline.metric import Box, covered_seconds, write_segments
 from workers.actors import AlignActor, DecodeActor, EmbedActor, IndexWriterActor
@@ -127,8 +128,8 @@ class Stages:
         features = self.describe(item)
         return self._next(self.aligners).query.remote(features, item.key, item.video_id, item.path)
 
-    def ingest(self, item: Item, sha256: str, replace: bool):
-        return self.writer.add.remote(self.describe(item, views=False), sha256, replace)
+    def ingest(self, item: Item, sha256: str, replace: bool, bank: str):
+        return self.writer.add.remote(self.describe(item, views=False), sha256, replace, bank)
 
 
 def iter_inputs(source: str | Path) -> list[Item]:
@@ -323,8 +324,9 @@ def ingest(
     address: str | None = None,
     progress: bool = True,
     on_result: Callable | None = None,
+    bank: str = DEFAULT_BANK,
 ) -> dict[str, str]:
-    """Bulk ``index add`` on the same actors; one writer actor commits to the index."""
+    """Bulk ``index add`` (into ``bank``) on the same actors; one writer actor commits."""
     from pipeline.describe.describer import video_id_for
     from pipeline.index import ReferenceIndex, file_sha256
 
@@ -335,7 +337,7 @@ def ingest(
             item = Item(str(path.resolve()), video_id_for(path), str(path))
             try:
                 sha = file_sha256(path)
-                plan = index.plan_add(item.video_id, sha, replace)
+                plan = index.plan_add(item.video_id, sha, replace, bank)
             except (PermanentError, OSError) as exc:
                 outcomes[item.path] = f"failed: {exc}"
                 continue
@@ -359,7 +361,7 @@ def ingest(
     ) as bar:
         _run_bounded(
             stages, [item for item, _ in plans],
-            lambda item: stages.ingest(item, shas[item.key], replace),
+            lambda item: stages.ingest(item, shas[item.key], replace, bank),
             on_done, config.ray.max_in_flight, bar,
         )  # fmt: skip
     return outcomes

@@ -13,10 +13,10 @@ import sys
 
 from pipeline.config import load_config
 from pipeline.errors import CopyspanError
-from workers.commands import audit, index, query, serve
+from workers.commands import audit, banks, index, query, serve
 from workers.logs import setup_logging
 
-GROUPS = (index, query, audit, serve)
+GROUPS = (index, banks, query, audit, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

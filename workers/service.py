@@ -48,7 +48,7 @@ class Outcome:
 
     upload_id: str
     key: str  # ledger key: upload id and content hash
-    status: str  # alerted | below_policy | no_match | duplicate
+    status: str  # alerted | silenced | tracked | below_policy | no_match | duplicate
     alerts: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     published: set[str] = field(default_factory=set)  # ids of final alerts already sent
@@ -98,6 +98,7 @@ class UploadProcessor:
         outcome lists every final alert; ``Outcome.published`` holds the ids already sent."""
         started = time.perf_counter()
         upload = parse_upload(raw)
+        self.index.scope(upload.banks)  # an unknown bank: a permanent failure, before any work
         path = resolve_uri(upload.uri, self.config.serve.allowed_roots)
         if not path.is_file():
             raise PermanentError(f"{path}: file not found")
@@ -127,7 +128,8 @@ class UploadProcessor:
                 match.verdict = verdict.to_dict() if verdict else None
                 previous = early.get(match.reference_id)
                 alert = build_alert(match, upload.upload_id, sha, query, reference_duration,
-                                    self.config.policy, stage, previous)  # fmt: skip
+                                    self.config.policy, stage, previous,
+                                    self.index.bank(match.bank or ""))  # fmt: skip
                 if alert is None or publish is None:
                     return
                 publish(alert)
@@ -152,7 +154,9 @@ class UploadProcessor:
                                         sha256=sha).to_dict()["query"]  # fmt: skip
                     send(match, query, reference.duration, "final")
 
-            result = self.detector.query_windows(windows(), self.index, on_window, on_final)
+            result = self.detector.query_windows(
+                windows(), self.index, on_window, on_final, upload.banks
+            )
             result.sha256 = sha
             self.verdicts.apply(result)
             durations = {
@@ -160,13 +164,16 @@ class UploadProcessor:
                 for m in result.matches
                 if (ref := self.index.get(m.reference_id)) is not None
             }
+            banks = {bank.name: bank for bank in self.index.banks()}
             alerts = build_alerts(
-                result, upload.upload_id, sha, durations, self.config.policy, early
+                result, upload.upload_id, sha, durations, self.config.policy, early, banks
             )
             if alerts:
                 status = "alerted"
             elif any(silenced(m) for m in result.matches):
                 status = "silenced"  # a reviewer's verdict
+            elif any(m.action == "track" for m in result.matches):
+                status = "tracked"  # a bank that only reports its matches
             elif result.matches:
                 status = "below_policy"
             else:

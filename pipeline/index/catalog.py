@@ -11,6 +11,8 @@ Tables::
                 compressed codes), the shard that searches it, its vector count, sealed or open
     tombstones  references removed while their frames are still inside a segment; searches
                 skip them, compaction drops them
+    banks       one row per bank (pipeline/index/banks.py): its action, thresholds, enabled;
+                every reference names its bank (``default`` for an index built before banks)
 
 Every committed change bumps ``generation``; readers compare it to reload incrementally.
 """
@@ -24,6 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.index.banks import DEFAULT_BANK, Bank
+from pipeline.records import crop_parent
 
 FORMAT_VERSION = 2
 
@@ -40,7 +45,8 @@ CREATE TABLE IF NOT EXISTS videos (
     model TEXT NOT NULL,
     added_at TEXT NOT NULL,
     segment INTEGER NOT NULL DEFAULT 0,
-    pooled BLOB
+    pooled BLOB,
+    bank TEXT NOT NULL DEFAULT 'default'
 );
 CREATE INDEX IF NOT EXISTS videos_sha ON videos (sha256);
 CREATE TABLE IF NOT EXISTS segments (
@@ -57,8 +63,18 @@ CREATE TABLE IF NOT EXISTS tombstones (
     segment INTEGER NOT NULL,
     frames INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS banks (
+    name TEXT PRIMARY KEY,
+    action TEXT NOT NULL,
+    min_score REAL,
+    min_seconds REAL,
+    min_share REAL,
+    enabled INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
 """
-REFERENCE_COLUMNS = "num, id, path, sha256, duration, fps, frames, model, added_at, segment"
+REFERENCE_COLUMNS = "num, id, path, sha256, duration, fps, frames, model, added_at, segment, bank"
+BANK_COLUMNS = "name, action, min_score, min_seconds, min_share, enabled, created_at"
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,7 @@ class Reference:
     model: str
     added_at: str
     segment: int = 0
+    bank: str = DEFAULT_BANK
 
 
 @dataclass(frozen=True)
@@ -105,6 +122,11 @@ class Snapshot:
     tombstones: list[Tombstone]
 
 
+def _bank(row: tuple) -> Bank:
+    name, action, min_score, min_seconds, min_share, enabled, created_at = row
+    return Bank(name, action, min_score, min_seconds, min_share, bool(enabled), created_at)
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -122,6 +144,8 @@ class Catalog:
         if columns and "segment" not in columns:  # format 1: one FAISS file, float32 vectors
             self.db.execute("ALTER TABLE videos ADD COLUMN segment INTEGER NOT NULL DEFAULT 0")
             self.db.execute("ALTER TABLE videos ADD COLUMN pooled BLOB")
+        if columns and "bank" not in columns:  # built before banks: all in the default bank
+            self.db.execute("ALTER TABLE videos ADD COLUMN bank TEXT NOT NULL DEFAULT 'default'")
         self.db.executescript(SCHEMA)
 
     def close(self) -> None:
@@ -173,8 +197,12 @@ class Catalog:
         found = self._references("WHERE id = ?", (video_id,))
         return found[0] if found else None
 
-    def by_sha256(self, sha256: str) -> Reference | None:
-        found = self._references("WHERE sha256 = ? LIMIT 1", (sha256,))
+    def by_sha256(self, sha256: str, bank: str | None = None) -> Reference | None:
+        """A reference holding this content (in ``bank``, when given)."""
+        if bank is None:
+            found = self._references("WHERE sha256 = ? LIMIT 1", (sha256,))
+        else:
+            found = self._references("WHERE sha256 = ? AND bank = ? LIMIT 1", (sha256, bank))
         return found[0] if found else None
 
     def by_num(self, num: int) -> Reference | None:
@@ -195,9 +223,9 @@ class Catalog:
     def insert_reference(self, ref: Reference, pooled: np.ndarray) -> int:
         cursor = self.db.execute(
             "INSERT INTO videos (id, path, sha256, duration, fps, frames, model, added_at, "
-            "segment, pooled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "segment, pooled, bank) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (ref.id, ref.path, ref.sha256, ref.duration, ref.fps, ref.frames, ref.model,
-             ref.added_at, ref.segment, pooled.astype(np.float16).tobytes()),
+             ref.added_at, ref.segment, pooled.astype(np.float16).tobytes(), ref.bank),
         )  # fmt: skip
         self.db.execute(
             "UPDATE segments SET vectors = vectors + ? WHERE seg = ?", (ref.frames, ref.segment)
@@ -233,6 +261,48 @@ class Catalog:
 
     def missing_pooled(self) -> list[Reference]:
         return self._references("WHERE pooled IS NULL ORDER BY num")
+
+    # ---- banks -----------------------------------------------------------------------------
+
+    def banks(self) -> list[Bank]:
+        """Every bank, the default one included (it exists implicitly until it is set)."""
+        rows = self.db.execute(f"SELECT {BANK_COLUMNS} FROM banks ORDER BY name").fetchall()
+        banks = [_bank(row) for row in rows]
+        if not any(b.name == DEFAULT_BANK for b in banks):
+            banks.insert(0, Bank(DEFAULT_BANK))
+        return banks
+
+    def bank(self, name: str) -> Bank | None:
+        row = self.db.execute(f"SELECT {BANK_COLUMNS} FROM banks WHERE name = ?", (name,))
+        found = row.fetchone()
+        if found is not None:
+            return _bank(found)
+        return Bank(DEFAULT_BANK) if name == DEFAULT_BANK else None
+
+    def put_bank(self, bank: Bank) -> None:
+        self.db.execute(
+            f"INSERT OR REPLACE INTO banks ({BANK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (bank.name, bank.action, bank.min_score, bank.min_seconds, bank.min_share,
+             int(bank.enabled), bank.created_at or now()),
+        )  # fmt: skip
+
+    def delete_bank(self, name: str) -> None:
+        self.db.execute("DELETE FROM banks WHERE name = ?", (name,))
+
+    def bank_counts(self) -> dict[str, tuple[int, int, float]]:
+        """Per bank: references (crops apart), frames (crops' included) and seconds of video."""
+        counts: dict[str, tuple[int, int, float]] = {}
+        for bank, video_id, frames, duration in self.db.execute(
+            "SELECT bank, id, frames, duration FROM videos"
+        ):
+            n, f, d = counts.get(bank, (0, 0, 0.0))
+            whole = crop_parent(video_id) is None
+            counts[bank] = (n + whole, f + frames, d + (duration if whole else 0.0))
+        return counts
+
+    def banks_of(self) -> dict[int, str]:
+        """Every live reference number's bank."""
+        return dict(self.db.execute("SELECT num, bank FROM videos"))
 
     # ---- segments --------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ from pipeline.errors import (
     StorageFullError,
     UnknownReferenceError,
 )
+from pipeline.index.banks import DEFAULT_BANK, Bank, BankError, check_name
 from pipeline.index.catalog import FORMAT_VERSION, Catalog, Reference, now
 from pipeline.index.compaction import (
     compact,
@@ -114,6 +115,7 @@ class ReferenceIndex:
         self._whitening: Whitening | None = None
         self._whitening_key: int | None = None
         self._translation: tuple[int | None, Translation | None] = (None, None)  # mtime, fit
+        self._banks_of: tuple[int, dict[int, str]] = (-1, {})  # generation, num -> bank
         if (self.root / "frames.faiss").exists():  # written by format 1
             self._upgrade()
 
@@ -207,6 +209,7 @@ class ReferenceIndex:
             "generation": self.generation,
             "whitening_frames": whitening.frames if whitening else None,  # frames it was fitted on
             "upgrade": self.upgrade_state(),  # index upgrade: the fit, backfill progress
+            "banks": self.bank_summary(),
             "kind": self.config.kind,
             "structure": self.structure().to_dict(),
             "nprobe": self.nprobe(),  # cells searched per query vector, now
@@ -224,6 +227,20 @@ class ReferenceIndex:
             "compaction_due": self.compaction_due(),
             "compaction": compaction_state(self.root),  # running, since, pid, requested
         }
+
+    def bank_summary(self) -> dict[str, dict]:
+        """Per bank: its policy and what it holds."""
+        counts = self.catalog.bank_counts()
+        summary = {}
+        for bank in self.banks():
+            references, frames, seconds = counts.get(bank.name, (0, 0, 0.0))
+            summary[bank.name] = {
+                **{k: v for k, v in bank.to_dict().items() if k != "name"},
+                "references": references,
+                "frames": frames,
+                "duration_s": round(seconds, 3),
+            }
+        return summary
 
     def _disk_bytes(self) -> dict[str, int]:
         def size(paths) -> int:
@@ -397,6 +414,78 @@ class ReferenceIndex:
             "retired": self.translation() is None,
         }
 
+    # ---- banks (pipeline/index/banks.py) ---------------------------------------------------
+
+    def banks(self) -> list[Bank]:
+        return self.catalog.banks()
+
+    def bank(self, name: str) -> Bank | None:
+        return self.catalog.bank(name)
+
+    def require_bank(self, name: str) -> Bank:
+        bank = self.catalog.bank(check_name(name))
+        if bank is None:
+            raise BankError(f"no bank {name!r} (copyspan bank create {name} --index ...)")
+        return bank
+
+    def create_bank(self, bank: Bank) -> Bank:
+        with self.write_lock(), self.change():
+            if self.catalog.db.execute(
+                "SELECT 1 FROM banks WHERE name = ?", (bank.name,)
+            ).fetchone() or (bank.name == DEFAULT_BANK):
+                raise BankError(f"bank {bank.name!r} already exists")
+            self.catalog.put_bank(dataclasses.replace(bank, created_at=now()))
+        return self.require_bank(bank.name)
+
+    def set_bank(self, name: str, **changes) -> Bank:
+        """Change a bank's action, thresholds or enabled flag (a threshold set to None goes back
+        to the configured policy's)."""
+        with self.write_lock(), self.change():
+            bank = dataclasses.replace(self.require_bank(name), **changes)
+            self.catalog.put_bank(bank)
+        return bank
+
+    def remove_bank(self, name: str, with_references: bool = False) -> list[str]:
+        """Delete a bank; refused while it holds references unless ``with_references``, which
+        removes them in the same change. The default bank cannot be removed. Returns the ids
+        of the references removed."""
+        self.require_bank(name)
+        if name == DEFAULT_BANK:
+            raise BankError("the default bank cannot be removed")
+        with self.write_lock():
+            refs = [r for r in self.catalog.references() if r.bank == name]
+            parents = [r.id for r in refs if crop_parent(r.id) is None]
+            if refs and not with_references:
+                raise BankError(
+                    f"bank {name!r} holds {len(parents)} reference(s): remove them first, or "
+                    "pass --with-references to remove them with it"
+                )
+            with self.change():
+                for ref in refs:
+                    self.catalog.delete_reference(ref)
+                self.catalog.delete_bank(name)
+        self._forget(refs)
+        return parents
+
+    def bank_of(self, num: int) -> str | None:
+        """The bank of reference ``num`` (None once removed), read once per generation."""
+        generation = self.generation
+        if self._banks_of[0] != generation:
+            self._banks_of = (generation, self.catalog.banks_of())
+        return self._banks_of[1].get(num)
+
+    def scope(self, banks: list[str] | None = None) -> frozenset[str] | None:
+        """The banks a query searches: ``banks`` (every one, when None) less the disabled ones;
+        None when that is every bank (nothing to filter). Raises ``BankError`` for an unknown
+        bank."""
+        known = {b.name: b for b in self.banks()}
+        for name in banks or ():
+            if name not in known:
+                raise BankError(f"no bank {name!r}")
+        wanted = set(banks) if banks is not None else set(known)
+        searched = frozenset(n for n in wanted if known[n].enabled)
+        return None if searched == set(known) else searched
+
     # ---- writing -------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -459,16 +548,24 @@ class ReferenceIndex:
         (self.root / ".dirty").unlink(missing_ok=True)
         return [p.name for p in stale]
 
-    def plan_add(self, video_id: str, sha256: str, replace: bool = False) -> str:
-        """What adding this content under this id would do, without decoding anything:
-        ``add``, ``replace``, ``unchanged`` (same id, same content) or ``duplicate`` (the
-        content is already indexed under another id). Raises ``IdConflictError``."""
+    def plan_add(
+        self, video_id: str, sha256: str, replace: bool = False, bank: str = DEFAULT_BANK
+    ) -> str:
+        """What adding this content under this id to ``bank`` would do, without decoding
+        anything: ``add``, ``replace``, ``unchanged`` (same id, same content) or ``duplicate``
+        (the bank already holds the content under another id; another bank may hold it too).
+        Raises ``IdConflictError`` (ids are unique across banks) or ``BankError``."""
+        self.require_bank(bank)
         if crop_parent(video_id) is not None:
             raise IdConflictError(
                 f"reference id {video_id!r}: ids ending in {CROP_MARK}<number> name the crops "
                 "of a reference (views.reference_grid); rename the file"
             )
         existing = self.get(video_id)
+        if existing is not None and existing.bank != bank:
+            raise IdConflictError(
+                f"reference id {video_id!r} is held by another bank; choose another id"
+            )
         if existing is not None:
             if existing.sha256 == sha256:
                 return "unchanged"
@@ -478,13 +575,18 @@ class ReferenceIndex:
                     f"({existing.path}); pass --replace to replace it"
                 )
             return "replace"
-        if self.by_sha256(sha256) is not None:
+        if self.catalog.by_sha256(sha256, bank) is not None:
             return "duplicate"
         return "add"
 
-    def add(self, items: list[tuple[VideoFeatures, str]], replace: bool = False) -> list[str]:
-        """Add ``(features, sha256)`` pairs in one transaction; returns each item's outcome.
-        Costs the same whatever the catalog's size: nothing already stored is rewritten."""
+    def add(
+        self,
+        items: list[tuple[VideoFeatures, str]],
+        replace: bool = False,
+        bank: str = DEFAULT_BANK,
+    ) -> list[str]:
+        """Add ``(features, sha256)`` pairs to ``bank`` in one transaction; returns each item's
+        outcome. Costs the same whatever the catalog's size: nothing stored is rewritten."""
         if not items:
             return []
         removed: list[Reference] = []
@@ -493,13 +595,13 @@ class ReferenceIndex:
             for described, sha256 in items:
                 features = self.as_indexed(described)  # the former model's: translated
                 model = described.model if features is not described else None
-                outcome = self.plan_add(features.video_id, sha256, replace)
+                outcome = self.plan_add(features.video_id, sha256, replace, bank)
                 outcomes.append(outcome)
                 if outcome in ("unchanged", "duplicate"):
                     continue
                 if outcome == "replace":
                     removed += self._remove_locked(self.get(features.video_id))
-                written.append(self._add_locked(features, sha256, described_by=model))
+                written.append(self._add_locked(features, sha256, described_by=model, bank=bank))
         self._forget(removed)
         return outcomes
 
@@ -509,10 +611,11 @@ class ReferenceIndex:
         sha256: str,
         former: Reference | None = None,
         described_by: str | None = None,
+        bank: str = DEFAULT_BANK,
     ) -> Path:
-        """Insert ``features`` (uncommitted). ``former``: the row it replaces in an upgrade or
-        a backfill, whose path and time added it keeps; ``described_by``: the model that
-        described a translated reference (recorded as its model until it is backfilled)."""
+        """Insert ``features`` into ``bank`` (uncommitted). ``former``: the row it replaces in
+        an upgrade or a backfill, whose path, time added and bank it keeps; ``described_by``:
+        the model that described a translated reference (its model until it is backfilled)."""
         if self.model is None:
             self.catalog.set_meta("model", features.model)
             self.catalog.set_meta("dim", str(features.embeddings.shape[1]))
@@ -532,9 +635,12 @@ class ReferenceIndex:
             model=features.model,
             added_at=now(),
             segment=segment,
+            bank=bank,
         )
         if former is not None:
-            ref = dataclasses.replace(ref, path=former.path, added_at=former.added_at)
+            ref = dataclasses.replace(
+                ref, path=former.path, added_at=former.added_at, bank=former.bank
+            )
         if described_by is not None:
             ref = dataclasses.replace(ref, model=described_by)
         num = self.catalog.insert_reference(ref, video_descriptor(features))
@@ -542,16 +648,20 @@ class ReferenceIndex:
         log.info("indexed %s (%d frames) as #%d", features.video_id, len(features), num)
         for k, crop in enumerate(features.crops):  # each a reference of its own (records.py)
             named = dataclasses.replace(crop, video_id=crop_id(features.video_id, k))
-            self._add_locked(named, f"{sha256}{CROP_MARK}{k}", former, described_by)
+            self._add_locked(named, f"{sha256}{CROP_MARK}{k}", former, described_by, bank)
         return path
 
-    def remove(self, video_ids: list[str]) -> list[str]:
-        """Remove references by id; raises ``UnknownReferenceError`` naming any unknown id."""
+    def remove(self, video_ids: list[str], bank: str | None = None) -> list[str]:
+        """Remove references by id (only those of ``bank``, when given); raises
+        ``UnknownReferenceError`` naming any unknown id."""
         with self.write_lock():
             refs = [self.get(v) for v in video_ids]
+            if bank is not None:
+                refs = [r if r is not None and r.bank == bank else None for r in refs]
             missing = [v for v, r in zip(video_ids, refs, strict=True) if r is None]
             if missing:
-                raise UnknownReferenceError(f"not in the index: {', '.join(missing)}")
+                where = f"bank {bank!r}" if bank is not None else "the index"
+                raise UnknownReferenceError(f"not in {where}: {', '.join(missing)}")
             with self.change():
                 removed = [each for ref in refs for each in self._remove_locked(ref)]
         self._forget(removed)

@@ -28,6 +28,18 @@ def best_per_reference(nums: np.ndarray, sims: np.ndarray, floor: float) -> dict
     return dict(sorted(best.items(), key=lambda item: -item[1]))
 
 
+SCOPED_OVERFETCH = 4  # neighbours asked for per one kept, when some banks are not searched
+
+
+def within(nums: np.ndarray, scope: frozenset[str] | None, index: ReferenceIndex) -> np.ndarray:
+    """``nums`` with the references outside the banks of ``scope`` marked missing (-1)."""
+    if scope is None or nums.size == 0:
+        return nums
+    unique, inverse = np.unique(nums, return_inverse=True)
+    keep = np.array([n >= 0 and index.bank_of(int(n)) in scope for n in unique.tolist()])
+    return np.where(keep[inverse].reshape(nums.shape), nums, -1)
+
+
 class CandidateSearch:
     def __init__(self, config: Config):
         self.config = config
@@ -43,15 +55,22 @@ class CandidateSearch:
         )
         return dataclasses.replace(query, weights=query.weights * weights)
 
-    def candidates(self, query: VideoFeatures, index: ReferenceIndex) -> list[Reference]:
-        """References worth aligning: frame-level kNN, max similarity per reference.
+    def candidates(
+        self, query: VideoFeatures, index: ReferenceIndex, scope: frozenset[str] | None = None
+    ) -> list[Reference]:
+        """References worth aligning: frame-level kNN, max similarity per reference; only
+        references of the banks in ``scope`` (``ReferenceIndex.scope``; None: every bank).
 
         On a compressed index the kNN similarities are estimates that run low: references are
         shortlisted with the floor lowered by the codes' measured error, then kept and ranked
         by their exact similarity, read off their own descriptors."""
         cfg = self.config.search
         vectors, weights = query.search_vectors()
-        sims, nums, _ = index.search(vectors, cfg.knn_k)
+        # Banks outside the scope are filtered out of the neighbours, so more are asked for:
+        # another bank's near-duplicates must not crowd the scope's references out.
+        k = cfg.knn_k * (SCOPED_OVERFETCH if scope is not None else 1)
+        sims, nums, _ = index.search(vectors, k)
+        nums = within(nums, scope, index)
         sims = sims * weights[:, None]
         margin = index.similarity_margin()
         best = best_per_reference(nums, sims, cfg.candidate_min_sim - margin)
@@ -62,7 +81,7 @@ class CandidateSearch:
         # Second stage: references whose whole-video descriptor is close, even when no single
         # frame pair reached the frame-level threshold.
         if cfg.video_candidates:
-            for ref, sim in self.similar_videos(query, index, cfg.video_candidates):
+            for ref, sim in self.similar_videos(query, index, cfg.video_candidates, scope):
                 if sim >= cfg.video_min_sim and ref.num not in ranked:
                     ranked.append(ref.num)
         # A reference removed or replaced (index remove, a backfill) since the search is gone
@@ -100,15 +119,19 @@ class CandidateSearch:
         return dict(sorted(best.items(), key=lambda item: -item[1]))
 
     def similar_videos(
-        self, query: VideoFeatures, index: ReferenceIndex, k: int = 10
+        self,
+        query: VideoFeatures,
+        index: ReferenceIndex,
+        k: int = 10,
+        scope: frozenset[str] | None = None,
     ) -> list[tuple[Reference, float]]:
-        """The ``k`` references whose video-level descriptors are most similar to the query's
-        (the best over the query's views), most similar first."""
+        """The ``k`` references (of the banks in ``scope``) whose video-level descriptors are
+        most similar to the query's (the best over the query's views), most similar first."""
         weights = pooling_weights(query)
         pooled = np.stack([pool(query.embeddings, weights)] + [
             pool(query.embeddings, weights, replace=view) for view in query.views.values()
         ])  # fmt: skip
-        sims, nums = index.search_videos(pooled, k)
-        best = best_per_reference(nums, sims, -1.0)
+        sims, nums = index.search_videos(pooled, k * (SCOPED_OVERFETCH if scope else 1))
+        best = best_per_reference(within(nums, scope, index), sims, -1.0)
         found = [(index.lookup(num), sim) for num, sim in list(best.items())[:k]]
         return [(ref, sim) for ref, sim in found if ref is not None]  # none removed since

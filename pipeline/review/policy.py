@@ -4,6 +4,9 @@ A match raises an alert when it copies enough, in the manner of Content ID's mat
 every threshold must be met — copied seconds of the upload, the share of the upload that is
 copied, the share of the reference that is copied, and the match score — and no reviewer's
 verdict silences it (``not_copy``, ``licensed``, ``quarantined``: pipeline/review/verdicts.py).
+The reference's bank (pipeline/index/banks.py) may set its own thresholds, which replace the
+configured ones for its matches (``min_share``: the share of either video), and its action:
+``track`` never alerts, ``block`` alerts with ``action: block``.
 
 Alerts come in stages: ``early`` while the upload is still being read (the segments found so
 far, on the sampling grid, shares of what was read so far) and ``final`` once it is done (spans
@@ -16,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.config import PolicyConfig as AlertPolicy
+from pipeline.index.banks import DEFAULT_BANK, Bank
 from pipeline.metric import covered_seconds
 from pipeline.records import Match, QueryResult
 from pipeline.review.verdicts import silenced
@@ -38,19 +42,46 @@ def match_amounts(match: Match, query_duration: float, reference_duration: float
     }
 
 
-def passes(policy: AlertPolicy, match: Match, amounts: dict) -> bool:
-    return (
-        amounts["copied_s"] >= policy.min_copied_s
-        and amounts["upload_share"] >= policy.min_upload_share
-        and amounts["reference_share"] >= policy.min_reference_share
-        and match.score >= policy.min_score
+def bank_policy(policy: AlertPolicy, bank: Bank | None) -> AlertPolicy:
+    """The configured policy with the bank's own thresholds in place of its (a bank's
+    ``min_share`` is checked on its own: see ``passes``)."""
+    if bank is None:
+        return policy
+    return replace(
+        policy,
+        min_copied_s=policy.min_copied_s if bank.min_seconds is None else bank.min_seconds,
+        min_score=policy.min_score if bank.min_score is None else bank.min_score,
     )
 
 
-def alert_id(content_sha256: str, match: Match, policy: AlertPolicy, stage: str = "final") -> str:
-    """Same upload content, reference, segments, policy (and stage) give the same id, so a
-    redelivered upload never creates a second distinct alert."""
-    key = {
+def passes(policy: AlertPolicy, match: Match, amounts: dict, bank: Bank | None = None) -> bool:
+    policy = bank_policy(policy, bank)
+    if bank is not None and bank.min_share is not None:  # share of either video
+        shares = max(amounts["upload_share"], amounts["reference_share"]) >= bank.min_share
+    else:
+        shares = (
+            amounts["upload_share"] >= policy.min_upload_share
+            and amounts["reference_share"] >= policy.min_reference_share
+        )
+    return shares and amounts["copied_s"] >= policy.min_copied_s and match.score >= policy.min_score
+
+
+def _customised(bank: Bank | None) -> bool:
+    """Whether the bank changes anything an alert id depends on (a plain default bank does
+    not: alerts keep the ids they had before banks)."""
+    return bank is not None and bank.to_dict() | {"created_at": ""} != Bank(DEFAULT_BANK).to_dict()
+
+
+def alert_id(
+    content_sha256: str,
+    match: Match,
+    policy: AlertPolicy,
+    stage: str = "final",
+    bank: Bank | None = None,
+) -> str:
+    """Same upload content, reference, segments, policy, bank (and stage) give the same id, so
+    a redelivered upload never creates a second distinct alert."""
+    key: dict[str, Any] = {
         "content": content_sha256,
         "reference": match.reference_id,
         "segments": [s.to_dict() for s in match.segments],
@@ -58,6 +89,8 @@ def alert_id(content_sha256: str, match: Match, policy: AlertPolicy, stage: str 
     }
     if stage != "final":  # final alerts keep the ids they had before stages existed
         key["stage"] = stage
+    if _customised(bank):
+        key["bank"] = {k: v for k, v in bank.to_dict().items() if k not in ("created_at",)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -70,16 +103,23 @@ def build_alert(
     policy: AlertPolicy,
     stage: str = "final",
     previous: dict[str, Any] | None = None,
+    bank: Bank | None = None,
 ) -> dict[str, Any] | None:
-    """The alert message for one match, or None below the policy. ``previous``: the last alert
-    for this upload and reference, which this one supersedes."""
+    """The alert message for one match, or None below the policy (``bank``: the reference's,
+    whose thresholds and action apply; a ``track`` bank never alerts). ``previous``: the last
+    alert for this upload and reference, which this one supersedes."""
     amounts = match_amounts(match, query.get("duration") or 0.0, reference_duration)
-    if not passes(policy, match, amounts) or silenced(match):
+    if not passes(policy, match, amounts, bank) or silenced(match):
         return None
-    return {
+    if bank is not None and not bank.alerts:
+        return None
+    thresholds = asdict(bank_policy(policy, bank))
+    if bank is not None and bank.min_share is not None:
+        thresholds["min_share"] = bank.min_share
+    alert = {
         "schema_version": ALERT_SCHEMA_VERSION,
         "event_type": "copy_alert",
-        "alert_id": alert_id(content_sha256, match, policy, stage),
+        "alert_id": alert_id(content_sha256, match, policy, stage, bank),
         "stage": stage,
         "sequence": (previous["sequence"] + 1) if previous else 1,
         "supersedes": previous["alert_id"] if previous else None,
@@ -90,9 +130,12 @@ def build_alert(
         "reference_path": match.reference_path,
         "score": round(match.score, 4),
         "segments": [s.to_dict() for s in match.segments],
-        "policy": {**asdict(policy), **amounts},
+        "policy": {**thresholds, **amounts},
         "content_sha256": content_sha256,
     }
+    if bank is not None:  # additive: whose reference, and what the platform should do
+        alert["bank"], alert["action"] = bank.name, bank.action
+    return alert
 
 
 def build_alerts(
@@ -102,16 +145,17 @@ def build_alerts(
     reference_durations: dict[str, float],
     policy: AlertPolicy,
     previous: dict[str, dict[str, Any]] | None = None,
+    banks: dict[str, Bank] | None = None,
 ) -> list[dict[str, Any]]:
     """The final alert messages for a query result, one per match that passes the policy;
-    ``previous``: reference id -> the last early alert for it."""
+    ``previous``: reference id -> the last early alert for it; ``banks``: name -> bank."""
     query = result.to_dict()["query"]
     alerts = []
     for match in result.matches:
         alert = build_alert(
             match, upload_id, content_sha256, query,
             reference_durations.get(match.reference_id, 0.0), policy, "final",
-            (previous or {}).get(match.reference_id),
+            (previous or {}).get(match.reference_id), (banks or {}).get(match.bank or ""),
         )  # fmt: skip
         if alert is not None:
             alerts.append(alert)

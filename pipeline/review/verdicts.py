@@ -11,7 +11,9 @@ change.
   logo): reported, never alerted, until a later verdict on it says otherwise.
 
 The latest verdict on the same target wins; a pair verdict (``copy``/``not_copy``) outranks a
-reference-wide one. Each verdict records who gave it and when.
+reference-wide one. Each verdict records who gave it and when, and the bank of its reference
+(pipeline/index/banks.py): it acts within that bank only (a reference id removed from one bank
+and reused in another does not inherit its verdicts), and a bank's token lists only its own.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from pipeline.records import Match, QueryResult
 VERDICTS = ("copy", "not_copy", "licensed", "quarantined")
 SILENT = {"not_copy", "licensed", "quarantined"}  # reported, never alerted
 ANY_QUERY = "*"
+COLUMNS = (
+    "number, query_id, query_sha256, reference_id, verdict, reference_start, reference_end, "
+    "note, by, at, bank"
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS verdicts (
@@ -39,7 +45,8 @@ CREATE TABLE IF NOT EXISTS verdicts (
     reference_end REAL,
     note TEXT NOT NULL,
     by TEXT NOT NULL,
-    at TEXT NOT NULL
+    at TEXT NOT NULL,
+    bank TEXT
 );
 CREATE INDEX IF NOT EXISTS verdicts_reference ON verdicts (reference_id);
 """
@@ -61,6 +68,7 @@ class Verdict:
     note: str
     by: str
     at: str
+    bank: str | None = None  # None: recorded before banks (any bank)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +90,9 @@ class Verdicts:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA busy_timeout=10000")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(verdicts)")}
+        if "bank" not in columns:  # recorded before banks
+            self.db.execute("ALTER TABLE verdicts ADD COLUMN bank TEXT")
 
     @classmethod
     def beside(cls, index_root: str | Path) -> Verdicts:
@@ -99,6 +110,7 @@ class Verdicts:
         by: str = "",
         query_sha256: str | None = None,
         reference_span: tuple[float, float] | None = None,
+        bank: str | None = None,
     ) -> Verdict:
         if verdict not in VERDICTS:
             raise VerdictError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
@@ -111,27 +123,40 @@ class Verdicts:
         start, end = reference_span if reference_span else (None, None)
         cursor = self.db.execute(
             "INSERT INTO verdicts (query_id, query_sha256, reference_id, verdict, "
-            "reference_start, reference_end, note, by, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "reference_start, reference_end, note, by, at, bank) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (query_id, query_sha256, reference_id, verdict, start, end, note, by or "unknown",
-             datetime.now(UTC).isoformat(timespec="seconds")),
+             datetime.now(UTC).isoformat(timespec="seconds"), bank),
         )  # fmt: skip
         return self._get(int(cursor.lastrowid))
 
     def _get(self, number: int) -> Verdict:
-        row = self.db.execute("SELECT * FROM verdicts WHERE number = ?", (number,)).fetchone()
+        sql = f"SELECT {COLUMNS} FROM verdicts WHERE number = ?"
+        row = self.db.execute(sql, (number,)).fetchone()
         return Verdict(*row)
 
-    def list(self, reference_id: str | None = None, query_id: str | None = None) -> list[Verdict]:
-        sql, args = "SELECT * FROM verdicts WHERE 1 = 1", []
+    def list(
+        self,
+        reference_id: str | None = None,
+        query_id: str | None = None,
+        bank: str | None = None,
+    ) -> list[Verdict]:
+        """Verdicts, oldest first; on one reference, one query, or of one bank."""
+        sql, args = f"SELECT {COLUMNS} FROM verdicts WHERE 1 = 1", []
         if reference_id:
             sql, args = sql + " AND reference_id = ?", [*args, reference_id]
         if query_id:
             sql, args = sql + " AND query_id = ?", [*args, query_id]
+        if bank:
+            sql, args = sql + " AND bank = ?", [*args, bank]
         return [Verdict(*row) for row in self.db.execute(sql + " ORDER BY number", args)]
 
     def lookup(self, query_id: str, query_sha256: str | None, match: Match) -> Verdict | None:
         """The verdict that applies to ``match`` of this query, if any."""
-        found = self.list(reference_id=match.reference_id)
+        found = [
+            v for v in self.list(reference_id=match.reference_id)
+            if v.bank is None or match.bank is None or v.bank == match.bank
+        ]  # fmt: skip
         pair = [
             v for v in found
             if v.query_id != ANY_QUERY and (

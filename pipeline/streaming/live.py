@@ -176,7 +176,8 @@ class LiveStream:
             match, ref = self.streaming.match(num), self.streaming.refs[num]
             previous = self.alerted.get(match.reference_id)  # a crop's: its parent's
             alert = build_alert(match, self.name, self.stream_key, query, ref.duration,
-                                self.config.policy, "live", previous)  # fmt: skip
+                                self.config.policy, "live", previous,
+                                self.index.bank(ref.bank))  # fmt: skip
             if alert is None or alert["alert_id"] in self.published:
                 continue
             self.emit(alert)

@@ -31,9 +31,14 @@ log = logging.getLogger(__name__)
 
 
 class StreamingQuery:
-    def __init__(self, stages: MatchStages, index: ReferenceIndex):
+    """``banks``: the banks to match against (default: every enabled one; an unknown name
+    raises ``BankError``)."""
+
+    def __init__(self, stages: MatchStages, index: ReferenceIndex, banks: list[str] | None = None):
         self.stages = stages
         self.index = index
+        self.scope = index.scope(banks)
+        self.actions: dict[str, str] = {}  # bank -> its action, read once per query
         self.whitening = None
         self.parts: list[tuple[int, VideoFeatures]] = []  # (first frame, window), oldest first
         self.frames = 0  # frames received so far
@@ -60,7 +65,9 @@ class StreamingQuery:
         self.last = window
         for key, value in window.timings.items():
             self.timings[key] = self.timings.get(key, 0.0) + value
-        candidates = self.stages.candidates.candidates(window, self.index) if len(window) else []
+        candidates = (
+            self.stages.candidates.candidates(window, self.index, self.scope) if len(window) else []
+        )
         searched = time.perf_counter()
         self.timings["search"] += searched - started
         previous = self.window_starts[-2] if len(self.window_starts) > 1 else 0
@@ -108,7 +115,11 @@ class StreamingQuery:
         """The final segments found so far against one reference, as a match."""
         ref = self.refs[num]
         segments = sorted(self.final[num], key=lambda s: s.query_start)
-        return Match(reported_id(ref.id), ref.path, max(s.score for s in segments), segments)
+        if ref.bank not in self.actions:
+            bank = self.index.bank(ref.bank)
+            self.actions[ref.bank] = bank.action if bank else "alert"
+        return Match(reported_id(ref.id), ref.path, max(s.score for s in segments), segments,
+                     bank=ref.bank, action=self.actions[ref.bank])  # fmt: skip
 
     # ---- alignment over a stretch of the query -----------------------------------------------
 
@@ -159,11 +170,17 @@ def _overlap(a: Segment, b: Segment) -> bool:
 
 
 def query_in_windows(
-    stages: MatchStages, index: ReferenceIndex, windows, on_window=None, on_final=None
+    stages: MatchStages,
+    index: ReferenceIndex,
+    windows,
+    on_window=None,
+    on_final=None,
+    banks: list[str] | None = None,
 ) -> QueryResult:
-    """Match a query from its described windows; ``on_window(query, changed)`` after each,
-    ``on_final(match)`` for each match as soon as its spans are final."""
-    streaming = StreamingQuery(stages, index)
+    """Match a query from its described windows (against ``banks``: default every enabled
+    one); ``on_window(query, changed)`` after each, ``on_final(match)`` for each match as soon
+    as its spans are final."""
+    streaming = StreamingQuery(stages, index, banks)
     for window in windows:
         changed = streaming.add(window)
         if on_window is not None:

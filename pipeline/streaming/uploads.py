@@ -30,11 +30,12 @@ class Upload:
     upload_id: str
     uri: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    banks: list[str] | None = None  # the banks to match against (None: every enabled one)
 
 
 def parse_upload(raw: bytes | None) -> Upload:
-    """``{"schema_version": 1, "upload_id": "...", "uri": "...", "metadata": {...}}``; unknown
-    fields are ignored."""
+    """``{"schema_version": 1, "upload_id": "...", "uri": "...", "metadata": {...}}``, and
+    optionally ``"banks": ["name", ...]`` (match only these); unknown fields are ignored."""
     if raw is None:
         raise MessageError("empty message (tombstone)")
     try:
@@ -52,7 +53,13 @@ def parse_upload(raw: bytes | None) -> Upload:
     metadata = data.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise MessageError("metadata must be a JSON object")
-    return Upload(data["upload_id"], data["uri"], metadata)
+    banks = data.get("banks")
+    if banks is not None and (
+        not isinstance(banks, list) or not banks
+        or not all(isinstance(b, str) and b.strip() for b in banks)
+    ):  # fmt: skip
+        raise MessageError("banks must be a non-empty list of bank names")
+    return Upload(data["upload_id"], data["uri"], metadata, banks)
 
 
 def resolve_uri(uri: str, allowed_roots: list[str | Path]) -> Path:

@@ -11,6 +11,7 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.errors import CopyspanError, PermanentError
+from pipeline.index.banks import DEFAULT_BANK
 from workers.commands import upgrade
 from workers.commands.output import compact_if_due, emit, make_detector, progress
 from workers.inputs import expand_inputs
@@ -47,6 +48,7 @@ def _load(args, index, files: list[Path], what: str, batch: int, source) -> int:
     pending: list[tuple] = []
     seen: dict[str, Path] = {}
     failures = 0
+    index.require_bank(args.bank)  # an unknown bank fails before any file is read
 
     def report(path: Path, video_id: str, status: str, error: str | None = None) -> None:
         obj = {"id": video_id, "path": str(path), "status": status}
@@ -55,7 +57,8 @@ def _load(args, index, files: list[Path], what: str, batch: int, source) -> int:
         emit(obj, args.json, f"{status:9s} {video_id}  {path}" + (f"  ({error})" if error else ""))
 
     def flush() -> None:
-        outcomes = index.add([(f, sha) for f, sha, _ in pending], replace=args.replace)
+        items = [(f, sha) for f, sha, _ in pending]
+        outcomes = index.add(items, replace=args.replace, bank=args.bank)
         for (features, _, path), outcome in zip(pending, outcomes, strict=True):
             report(path, features.video_id, outcome)
         pending.clear()
@@ -66,7 +69,7 @@ def _load(args, index, files: list[Path], what: str, batch: int, source) -> int:
             video_id, sha, features = source(path)
             if video_id in seen:
                 raise PermanentError(f"id {video_id!r} also given by {seen[video_id]}")
-            plan = index.plan_add(video_id, sha, args.replace) if sha else "add"
+            plan = index.plan_add(video_id, sha, args.replace, args.bank) if sha else "add"
             if plan in ("unchanged", "duplicate"):  # nothing is decoded or written
                 report(path, video_id, plan)
                 continue
@@ -100,9 +103,14 @@ def _index_add_ray(args, config: Config, files: list[Path]) -> int:
             obj["error"] = error
         emit(obj, args.json, f"{outcome:9s} {item.video_id}  {item.path}")
 
+    from pipeline.index import ReferenceIndex
+
+    with ReferenceIndex(args.index, config=config.index) as index:
+        index.require_bank(args.bank)
     outcomes = ingest(
-        config, files, args.index, args.replace, args.ray_address, not args.quiet, report
-    )
+        config, files, args.index, args.replace, args.ray_address, not args.quiet, report,
+        args.bank,
+    )  # fmt: skip
     return 1 if any(o.startswith("failed") for o in outcomes.values()) else 0
 
 
@@ -129,15 +137,17 @@ def cmd_index_info(args, config: Config) -> int:
         info = index.info()
         if args.json:
             info["references_list"] = [
-                {"id": r.id, "path": r.path, "duration": r.duration, "frames": r.frames}
+                {"id": r.id, "path": r.path, "duration": r.duration, "frames": r.frames,
+                 "bank": r.bank}
                 for r in index.references()
-            ]
+            ]  # fmt: skip
             print(json.dumps(info))
         else:
             for key, value in info.items():
                 print(f"{key}: {value}")
             for ref in index.references():
-                print(f"  {ref.id}  {ref.duration:.1f}s  {ref.frames} frames  {ref.path}")
+                print(f"  {ref.id}  [{ref.bank}]  {ref.duration:.1f}s  {ref.frames} frames  "
+                      f"{ref.path}")  # fmt: skip
     return 0
 
 
@@ -145,7 +155,7 @@ def cmd_index_remove(args, config: Config) -> int:
     from pipeline.index import ReferenceIndex
 
     with ReferenceIndex(args.index, create=False, config=config.index) as index:
-        for video_id in index.remove(args.ids):
+        for video_id in index.remove(args.ids, args.bank):
             emit({"id": video_id, "status": "removed"}, args.json, f"removed   {video_id}")
     return 0
 
@@ -271,6 +281,7 @@ def register(commands, common) -> None:
     add.add_argument("--replace", action="store_true", help="replace an id's older content")
     add.add_argument("--ray", action="store_true", help="ingest on local Ray actors")
     add.add_argument("--ray-address", help="ingest on an existing Ray cluster")
+    add.add_argument("--bank", default=DEFAULT_BANK, help="the bank they go to (default: default)")
     add.set_defaults(handler=cmd_index_add)
     info = index_commands.add_parser("info", parents=[common], help="describe the index")
     info.add_argument("--index", required=True)
@@ -278,6 +289,7 @@ def register(commands, common) -> None:
     remove = index_commands.add_parser("remove", parents=[common], help="remove references")
     remove.add_argument("ids", nargs="+")
     remove.add_argument("--index", required=True)
+    remove.add_argument("--bank", help="only references of this bank (others: unknown)")
     remove.set_defaults(handler=cmd_index_remove)
     background = index_commands.add_parser(
         "background", parents=[common], help="set background footage (generic-frame weights)"
@@ -300,6 +312,7 @@ def register(commands, common) -> None:
     import_.add_argument("dirs", nargs="+", help="folders of .npz descriptor files, or files")
     import_.add_argument("--index", required=True, help="index directory (created if missing)")
     import_.add_argument("--replace", action="store_true", help="replace an id's older content")
+    import_.add_argument("--bank", default=DEFAULT_BANK, help="the bank they go to")
     import_.set_defaults(handler=cmd_index_import)
 
     upgrade.register(index_commands, common)

@@ -35,7 +35,9 @@ def human_result(result: QueryResult) -> str:
         return f"{result.query_id}: no copy found"
     lines = [f"{result.query_id}: {len(result.matches)} matching reference(s)"]
     for match in result.matches:
-        lines.append(f"  {match.reference_id} (score {match.score:.2f})")
+        plain = match.bank in (None, "default") and match.action in (None, "alert")
+        bank = "" if plain else f", bank {match.bank}: {match.action}"
+        lines.append(f"  {match.reference_id} (score {match.score:.2f}{bank})")
         for s in match.segments:
             lines.append(
                 f"    query {s.query_start:7.2f}-{s.query_end:7.2f}s  <-  reference "

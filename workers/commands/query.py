@@ -30,9 +30,10 @@ def cmd_query(args, config: Config) -> int:
     verdicts = Verdicts.beside(args.index)
     with ReferenceIndex(args.index, create=False, config=config.index, searcher=searcher) as index:
         index.check_model(detector.embedder.model_id, detector.preprocess)
+        index.scope(args.bank)  # an unknown bank fails before any file is read
         for path in progress(files, "querying", args.quiet):
             try:
-                result = verdicts.apply(detector.query(path, index))
+                result = verdicts.apply(detector.query(path, index, banks=args.bank))
             except (PermanentError, OSError) as exc:
                 failures += 1
                 log.error("%s", exc)
@@ -113,6 +114,8 @@ def register(commands, common) -> None:
     query.add_argument("--index", required=True)
     query.add_argument("--csv", help="also write every segment to this segment CSV (for eval)")
     query.add_argument("--ray-address", help="search the index's shards on this Ray cluster")
+    query.add_argument("--bank", action="append", help="match only this bank's references "
+                       "(repeat for several; default: every enabled bank)")  # fmt: skip
     query.set_defaults(handler=cmd_query)
 
     match = commands.add_parser("match", parents=[common], help="compare two videos directly")

@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from pipeline import atomic
+from pipeline.index.banks import DEFAULT_BANK
 from pipeline.metric import covered_seconds
 from pipeline.review.report.evidence import evidence_path
 from pipeline.review.report.figures import (
@@ -40,10 +41,16 @@ def write_report(out: str | Path, target: str | Path | None = None) -> Path:
     return target
 
 
-def build_page(out: Path, review_api: str | None = None) -> str:
-    """The page's HTML; ``review_api``: where verdict buttons post (only when served)."""
+def build_page(out: Path, review_api: str | None = None, bank: str | None = None) -> str:
+    """The page's HTML; ``review_api``: where verdict buttons post (only when served);
+    ``bank``: only that bank's matches (a bank's reviewer: nothing of the others, not even the
+    audit's totals or failed inputs)."""
     summary = json.loads((out / "summary.json").read_text())
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    if bank is not None:
+        results = [_of_bank(r, bank) for r in results if not r.get("error")]
+        summary = {"inputs": len(results), "matched": sum(bool(r["matches"]) for r in results),
+                   "index": summary.get("index")}  # fmt: skip
     index = _open_index(summary.get("index"))
     try:
         entries = [_entry(out, r, index) for r in results if r.get("matches")]
@@ -52,6 +59,12 @@ def build_page(out: Path, review_api: str | None = None) -> str:
             index.close()
     failed = [r for r in results if r.get("error")]
     return _page(summary, entries, failed, review_api)
+
+
+def _of_bank(result: dict, bank: str) -> dict:
+    """A query result with only the matches of ``bank`` (results before banks: the default)."""
+    kept = [m for m in result.get("matches", []) if m.get("bank", DEFAULT_BANK) == bank]
+    return {**result, "matches": kept}
 
 
 def _open_index(path: str | None):
