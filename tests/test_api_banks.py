@@ -195,6 +195,7 @@ def test_a_bank_s_review_page_shows_only_its_matches(deployment):
     admin, beta = page(ADMIN), page(deployment["tokens"]["beta"])
     assert all(f'data-reference="{r}' in admin or f" {r}" in admin for r in ("bikes", "tree"))
     assert "tree" in beta and "bikes" not in beta and "cup" not in beta
+    assert "bank beta: alert" in beta and "bank acme: alert" in admin
 
 
 def test_the_review_page_needs_a_live_token(deployment):

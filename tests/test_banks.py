@@ -20,6 +20,7 @@ from pipeline.records import Match, Segment
 from pipeline.review.policy import alert_id, build_alert
 from pipeline.review.verdicts import Verdicts
 from workers.service import UploadProcessor
+from workers.tokens import TokenStore
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -219,12 +220,19 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_bank_and_token_commands(tmp_path):
+def test_bank_and_token_commands(tmp_path, clips, detector):
     index = str(tmp_path / "index")
     made = _cli("bank", "create", "acme", "--index", index, "--action", "block",
                 "--min-share", "0.5", "--json")  # fmt: skip
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout)["action"] == "block"
+    with ReferenceIndex(index) as opened:
+        _add(opened, detector, clips["bikes"], "acme")
+    marked = _cli("review", "mark", "*", "bikes", "--verdict", "licensed", "--index", index,
+                  "--json")  # fmt: skip
+    assert json.loads(marked.stdout)["bank"] == "acme"  # the verdict acts within the bank
+    refused = _cli("bank", "remove", "acme", "--index", index)
+    assert refused.returncode == 2 and "holds 1 reference" in refused.stderr
     changed = _cli("bank", "set", "acme", "--index", index, "--min-share", "none", "--disable",
                    "--json")  # fmt: skip
     assert json.loads(changed.stdout)["min_share"] is None
@@ -243,5 +251,8 @@ def test_bank_and_token_commands(tmp_path):
     assert _cli("token", "revoke", "ci", "--index", index).returncode == 0
     again = _cli("token", "revoke", "ci", "--index", index)
     assert again.returncode == 2 and "revoked" in again.stderr
-    removed = _cli("bank", "remove", "acme", "--index", index, "--json")
-    assert json.loads(removed.stdout)["references_removed"] == []
+    live = _cli("token", "create", "--index", index, "--bank", "acme").stdout.splitlines()[-1]
+    removed = _cli("bank", "remove", "acme", "--index", index, "--with-references", "--json")
+    assert json.loads(removed.stdout)["references_removed"] == ["bikes"]
+    assert json.loads(removed.stdout)["tokens_revoked"] == 1  # the live one; not "ci" again
+    assert TokenStore.beside(index).grant(live) is None

@@ -42,8 +42,9 @@ def cmd_review(args, config: Config) -> int:
         if args.review_command == "mark":
             span = tuple(args.reference_span) if args.reference_span else None
             sha = args.sha256 or _audited_sha(args.audit, args.query_id)
+            bank = _bank_of(args.index, args.reference_id)  # the verdict acts within it
             verdict = verdicts.mark(args.query_id, args.reference_id, args.verdict, args.note,
-                                    args.by or getpass.getuser(), sha, span)  # fmt: skip
+                                    args.by or getpass.getuser(), sha, span, bank)  # fmt: skip
             emit(verdict.to_dict(), args.json,
                   f"{verdict.verdict}: {verdict.query_id} / {verdict.reference_id}")  # fmt: skip
             return 0
@@ -54,6 +55,17 @@ def cmd_review(args, config: Config) -> int:
         return 0
     finally:
         verdicts.close()
+
+
+def _bank_of(index_dir: str, reference_id: str) -> str | None:
+    """The bank of a reference of the index at ``index_dir`` (None: not there, or no index)."""
+    from pipeline.index import ReferenceIndex
+
+    if not (Path(index_dir) / "catalog.sqlite").exists():
+        return None
+    with ReferenceIndex(index_dir, create=False) as index:
+        ref = index.get(reference_id)
+    return ref.bank if ref else None
 
 
 def _audited_sha(audit: str | None, query_id: str) -> str | None:

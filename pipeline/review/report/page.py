@@ -134,9 +134,13 @@ def _match_block(
     target = {"query_id": query["id"], "reference_id": match["reference_id"],
               "query_sha256": query.get("sha256")}  # fmt: skip
     payload = html.escape(json.dumps(target))
+    bank = (
+        f" · bank {html.escape(match['bank'])}: {html.escape(str(match.get('action')))}"
+        if match.get("bank") else ""
+    )  # fmt: skip
     block = (
         f'<div class="match"><h3>{html.escape(match["reference_id"])} <small>'
-        f"{html.escape(match['reference_path'])}</small> · score {match['score']:.2f}</h3>"
+        f"{html.escape(match['reference_path'])}</small> · score {match['score']:.2f}{bank}</h3>"
         f'<p class="shares">copies {clock(copied)} of the upload '
         f"({100 * copied / max(duration, 1e-6):.0f}%) and {clock(copied_ref)} of the reference "
         f"({100 * copied_ref / max(ref_duration, 1e-6):.0f}%)</p>{verdict_text}"
