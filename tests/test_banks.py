@@ -16,6 +16,7 @@ from benchmarks.edits import Part, compose
 from pipeline.errors import IdConflictError, UnknownReferenceError
 from pipeline.index import ReferenceIndex, file_sha256
 from pipeline.index.banks import Bank, BankError
+from pipeline.index.descriptor_file import write_descriptor_file
 from pipeline.records import Match, Segment
 from pipeline.review.policy import alert_id, build_alert
 from pipeline.review.verdicts import Verdicts
@@ -228,6 +229,14 @@ def test_bank_and_token_commands(tmp_path, clips, detector):
     assert json.loads(made.stdout)["action"] == "block"
     with ReferenceIndex(index) as opened:
         _add(opened, detector, clips["bikes"], "acme")
+    described = detector.describe(clips["cup"], views=False)
+    write_descriptor_file(tmp_path / "cup.npz", described, file_sha256(clips["cup"]))
+    imported = _cli("index", "import", str(tmp_path / "cup.npz"), "--index", index, "--bank",
+                    "acme", "--json")  # fmt: skip
+    assert json.loads(imported.stdout.splitlines()[0])["status"] == "add"
+    removing = _cli("index", "remove", "cup", "--index", index, "--bank", "default")
+    assert removing.returncode == 2 and "not in bank 'default'" in removing.stderr
+    assert _cli("index", "remove", "cup", "--index", index, "--bank", "acme").returncode == 0
     marked = _cli("review", "mark", "*", "bikes", "--verdict", "licensed", "--index", index,
                   "--json")  # fmt: skip
     assert json.loads(marked.stdout)["bank"] == "acme"  # the verdict acts within the bank
