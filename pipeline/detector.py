@@ -49,6 +49,13 @@ class CopyDetector:
     ) -> Iterator[VideoFeatures]:
         return self.describer.describe_windows(path, video_id, views)
 
+    def describe_with_edits(
+        self, path: str | Path, video_id: str | None = None
+    ) -> tuple[VideoFeatures, VideoFeatures]:
+        """A reference's descriptors and those of copy-like edits of its frames (an index
+        upgrade's calibration)."""
+        return self.describer.describe_with_edits(path, video_id)
+
     def describe_sampled(
         self, sampled: SampledFrames, video_id: str, views: bool = True, decode_s: float = 0.0
     ) -> VideoFeatures:

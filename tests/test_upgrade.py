@@ -93,6 +93,34 @@ def test_auto_keeps_the_identity_for_a_student_and_fits_a_map_otherwise():
     assert report["held_out"]["similarity_r"] > 0.9 > report["tried"]["identity"]
 
 
+def test_calibration_on_copies_keeps_weak_copies_as_strong_as_the_new_model_finds_them():
+    """Translated references stored longer by the ratio of weak copies' similarities; none for
+    a map that loses the similarity structure."""
+    pairs = _pairs(lambda x: x, noise=0.04)
+    rng = np.random.default_rng(3)
+    copies = []
+    for _old, new in pairs:  # an edited copy of each frame, as the new model describes it
+        noisy = new.embeddings + 0.02 * rng.standard_normal(new.embeddings.shape)
+        copies.append(dataclasses.replace(new, embeddings=l2_normalise(noisy.astype(np.float32))))
+    _, _, plain = fit_on_videos(pairs)
+    _, _, on_copies = fit_on_videos(pairs, copies=copies)
+    assert on_copies["calibrated_on"] == "copies" and plain["calibrated_on"] == "frame pairs"
+    native = np.concatenate([np.sum(c.embeddings * n.embeddings, 1) for (_, n), c in
+                             zip(pairs, copies, strict=True)])  # fmt: skip
+    cross = np.concatenate([np.sum(c.embeddings * o.embeddings, 1) for (o, _), c in
+                            zip(pairs, copies, strict=True)])  # fmt: skip
+    tail = np.percentile(native, 10) / np.percentile(cross, 10)
+    assert on_copies["method"] == "identity" and abs(on_copies["scale"] - tail) < 0.02
+    assert on_copies["scale"] > 1.0
+    # a new model unrelated to the former: no map keeps the similarity structure, and none is
+    # calibrated (the copies' ratio would be enormous, and capped at 2 it raised false alarms)
+    unrelated = _pairs(lambda x: np.random.default_rng(9).standard_normal(x.shape), noise=0.0)
+    like = [dataclasses.replace(new, embeddings=new.embeddings.copy()) for _, new in unrelated]
+    for method in ("identity", "procrustes"):
+        _, _, report = fit_on_videos(unrelated, method=method, copies=like)
+        assert report["held_out"]["similarity_r"] < 0.9 and report["scale"] == 1.0
+
+
 # ---- upgrade and backfill of an index ---------------------------------------------------------
 
 
@@ -231,6 +259,8 @@ def test_an_upgraded_index_serves_the_new_model_without_reading_references(upgra
     info = json.loads(capsys.readouterr().out)
     assert info["model"] == NEW and info["upgrade"]["source_model"] == OLD
     assert info["upgrade"]["translated"] == len(REFS) and info["upgrade"]["report"]["frames"] > 100
+    assert info["upgrade"]["report"]["calibrated_on"] == "copies"  # real footage, edited copies
+    assert 1.0 < info["upgrade"]["report"]["scale"] <= 2.0
     moved = upgraded / "moved-refs"
     (upgraded / "refs").rename(moved)  # no reference file is needed to answer
     try:

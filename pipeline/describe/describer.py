@@ -7,6 +7,7 @@ repeated pictures; embed.py runs the model. ``Describer`` chains them into ``Vid
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.describe.crops import reference_crops
 from pipeline.describe.decode import decode_windows
+from pipeline.describe.edits import copy_like
 from pipeline.describe.embed import Embedder, make_embedder
 from pipeline.describe.keyframes import Keyframes, repeated_frames, select_keyframes
 from pipeline.describe.suppress import crop_borders, frame_weights
@@ -160,6 +162,21 @@ class Describer:
             decode_s = time.perf_counter() - started
             yield self.describe_sampled(sampled, video_id, views, decode_s)
             started = time.perf_counter()
+
+    def describe_with_edits(
+        self, path: str | Path, video_id: str | None = None
+    ) -> tuple[VideoFeatures, VideoFeatures]:
+        """The video described as a reference, and the same frames through copy-like edits
+        (pipeline/describe/edits.py) described alike: an index upgrade's calibration pairs.
+        Memory holds one window of frames."""
+        video_id = video_id or video_id_for(path)
+        window = max(1, round(self.config.streaming.window_s * self.config.decode.fps))
+        plain, edited = [], []
+        for sampled in decode_windows(path, self.config.decode, window, False):
+            plain.append(self.describe_sampled(sampled, video_id, views=False, crops=False))
+            copies = dataclasses.replace(sampled, frames=copy_like(sampled.frames))
+            edited.append(self.describe_sampled(copies, video_id, views=False, crops=False))
+        return VideoFeatures.concat(plain), VideoFeatures.concat(edited)
 
     def describe_sampled(
         self,

@@ -430,9 +430,7 @@ class ReferenceIndex:
 
     def create_bank(self, bank: Bank) -> Bank:
         with self.write_lock(), self.change():
-            if self.catalog.db.execute(
-                "SELECT 1 FROM banks WHERE name = ?", (bank.name,)
-            ).fetchone() or (bank.name == DEFAULT_BANK):
+            if any(known.name == bank.name for known in self.catalog.banks()):
                 raise BankError(f"bank {bank.name!r} already exists")
             self.catalog.put_bank(dataclasses.replace(bank, created_at=now()))
         return self.require_bank(bank.name)

@@ -98,15 +98,19 @@ def cmd_index_upgrade(args, config: Config) -> int:
             make_detector(dense(config, args.fps)),
         )
         started = time.perf_counter()
-        videos = []
+        videos, copies = [], []
         for path in progress(files, "describing with both models", args.quiet):
             try:
-                videos.append((old.describe(path, views=False), new.describe(path, views=False)))
+                source = old.describe(path, views=False)
+                target, edited = new.describe_with_edits(path)  # calibration on copies
             except (CopyspanError, OSError) as exc:
                 log.warning("upgrade sample %s skipped: %s", path, exc)
+                continue
+            videos.append((source, target))
+            copies.append(edited)
         if not videos:
             raise PermanentError("none of the sample footage could be described")
-        matrix, bias, report = fit_on_videos(videos, args.method)
+        matrix, bias, report = fit_on_videos(videos, args.method, copies)
         report["fit_seconds"] = round(time.perf_counter() - started, 1)
         report["sample"] = [str(p) for p in files]
         translation = Translation(
