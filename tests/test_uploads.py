@@ -20,6 +20,7 @@ def _msg(**fields) -> bytes:
 def test_parse_valid_message_ignores_unknown_fields():
     upload = parse_upload(_msg(metadata={"user": 7}, extra="ignored"))
     assert (upload.upload_id, upload.uri, upload.metadata) == ("u1", "/x.mp4", {"user": 7})
+    assert upload.banks is None and parse_upload(_msg(banks=["acme"])).banks == ["acme"]
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,10 @@ def test_parse_valid_message_ignores_unknown_fields():
         _msg(upload_id=""),
         _msg(uri=5),
         _msg(metadata=[1]),
+        _msg(banks="acme"),
+        _msg(banks=[]),
+        _msg(banks=["acme", ""]),
+        _msg(banks=[3]),
     ],
 )
 def test_malformed_messages_are_permanent_errors(raw):

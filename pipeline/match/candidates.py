@@ -131,7 +131,7 @@ class CandidateSearch:
         pooled = np.stack([pool(query.embeddings, weights)] + [
             pool(query.embeddings, weights, replace=view) for view in query.views.values()
         ])  # fmt: skip
-        sims, nums = index.search_videos(pooled, k * (SCOPED_OVERFETCH if scope else 1))
+        sims, nums = index.search_videos(pooled, k * (SCOPED_OVERFETCH if scope is not None else 1))
         best = best_per_reference(within(nums, scope, index), sims, -1.0)
         found = [(index.lookup(num), sim) for num, sim in list(best.items())[:k]]
         return [(ref, sim) for ref, sim in found if ref is not None]  # none removed since
