@@ -45,7 +45,9 @@ def zoomed(tmp_path_factory, clips):
     return path
 
 
-def test_a_strong_zoom_is_found_only_with_reference_crops(zoomed, clips, config, tmp_path):
+def test_a_strong_zoom_passes_the_alert_policy_only_with_reference_crops(
+    zoomed, clips, config, tmp_path
+):
     from pipeline.detector import CopyDetector
 
     refs = ["bikes", "vtest", "cup"]
@@ -53,7 +55,10 @@ def test_a_strong_zoom_is_found_only_with_reference_crops(zoomed, clips, config,
     with ReferenceIndex(tmp_path / "plain") as index:
         index.add([(plain.describe(clips[r], views=False), file_sha256(clips[r])) for r in refs])
         missed = plain.query(zoomed, index).matches
-    assert not [m for m in missed if m.reference_id == "bikes"], "found without crops"
+    # Without crops the zoom is at most a weak match (0.44 since the segment floor is 0.40),
+    # under the alert policy; with them it is a strong one.
+    weak = [m.score for m in missed if m.reference_id == "bikes"]
+    assert all(score < config.policy.min_score for score in weak), weak
 
     grid = dataclasses.replace(config.views, reference_grid=3)
     detector = CopyDetector(dataclasses.replace(config, views=grid), embedder=plain.embedder)
