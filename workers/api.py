@@ -167,8 +167,7 @@ class Engine:
     def query(self, path: Path, query_id: str | None, banks: list[str] | None = None) -> dict:
         """Match ``path`` against ``banks`` (None: every enabled bank)."""
         index = self.index()
-        try:
-            index.scope(banks)
+        try:  # an unknown bank fails when the query starts, before anything is decoded
             windows = self.detector.describe_windows(path, query_id)
             result = self.detector.query_windows(windows, index, banks=banks)
         except BankError as exc:

@@ -333,6 +333,7 @@ def ingest(
     plans: list[tuple[Item, str]] = []
     outcomes: dict[str, str] = {}
     with ReferenceIndex(index_dir, config=config.index) as index:
+        index.require_bank(bank)  # an unknown bank fails before any file is read
         for path in paths:
             item = Item(str(path.resolve()), video_id_for(path), str(path))
             try:

@@ -273,11 +273,7 @@ class Catalog:
         return banks
 
     def bank(self, name: str) -> Bank | None:
-        row = self.db.execute(f"SELECT {BANK_COLUMNS} FROM banks WHERE name = ?", (name,))
-        found = row.fetchone()
-        if found is not None:
-            return _bank(found)
-        return Bank(DEFAULT_BANK) if name == DEFAULT_BANK else None
+        return next((bank for bank in self.banks() if bank.name == name), None)
 
     def put_bank(self, bank: Bank) -> None:
         self.db.execute(

@@ -430,7 +430,7 @@ class ReferenceIndex:
 
     def create_bank(self, bank: Bank) -> Bank:
         with self.write_lock(), self.change():
-            if any(known.name == bank.name for known in self.catalog.banks()):
+            if self.catalog.bank(bank.name) is not None:
                 raise BankError(f"bank {bank.name!r} already exists")
             self.catalog.put_bank(dataclasses.replace(bank, created_at=now()))
         return self.require_bank(bank.name)

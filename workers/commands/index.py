@@ -103,10 +103,6 @@ def _index_add_ray(args, config: Config, files: list[Path]) -> int:
             obj["error"] = error
         emit(obj, args.json, f"{outcome:9s} {item.video_id}  {item.path}")
 
-    from pipeline.index import ReferenceIndex
-
-    with ReferenceIndex(args.index, config=config.index) as index:
-        index.require_bank(args.bank)
     outcomes = ingest(
         config, files, args.index, args.replace, args.ray_address, not args.quiet, report,
         args.bank,
