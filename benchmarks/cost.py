@@ -47,6 +47,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
         {"embed": {"runtime": "onnxruntime"}},
     ),
     "no_views": ("no query views: what they cost", {"views": {"enabled": False}}),
+    "no_sticker_zoom": (
+        "no sticker view and no reference crops: what they cost",
+        {"views": {"masks": False, "reference_grid": 0}},
+    ),
     "1fps": ("1 fps sampling: what the second frame costs", ONE_FPS),
 }
 

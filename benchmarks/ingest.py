@@ -4,13 +4,14 @@
 
 Footage: 12 one-minute 720p 25 fps H.264 videos re-cut from the real clips (excerpts of 3-12 s
 with the streaming benchmark's looks: flips, hue, contrast, crops), rendered once into
-``data/ingest-720p/``. Three timings of the same files:
+``data/ingest-720p/``. Timings of the same files:
 
 * decode-only as the throughput issue defines it: PyAV decoding every frame, threaded on all
   cores, nothing else;
 * decode-only with copyspan's own decoder and sampling (decord at 288 px, 2 fps);
 * ``copyspan index add DIR --index NEW`` in a fresh process: start-up, decoding, frame
-  preparation, the model and writing the index, all included.
+  preparation, the model and writing the index, all included; and the same without the
+  reference crops (``views.reference_grid: 0``), what they cost.
 
 Ratios are video seconds per wall second against the first; the median of ``--repeat`` runs
 of each (this machine is shared).
@@ -57,11 +58,11 @@ def pyav_every_frame(paths: list[Path]) -> float:
     return time.perf_counter() - started
 
 
-def index_add(folder: Path) -> float:
+def index_add(folder: Path, *options: str) -> float:
     """Wall seconds of ``copyspan index add`` of ``folder`` into a new index, start-up included."""
     with tempfile.TemporaryDirectory() as tmp:
         command = [str(Path(sys.executable).parent / "copyspan"), "index", "add", str(folder),
-                   "--index", str(Path(tmp) / "index"), "-q"]  # fmt: skip
+                   "--index", str(Path(tmp) / "index"), "-q", *options]  # fmt: skip
         started = time.perf_counter()
         done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wall = time.perf_counter() - started
@@ -78,19 +79,23 @@ def main(argv: list[str] | None = None) -> int:
     build(DATA)
     paths = videos(DATA)
     config = load_config()
-    runs: dict[str, list[float]] = {"pyav": [], "sampled": [], "ingest": []}
+    runs: dict[str, list[float]] = {"pyav": [], "sampled": [], "ingest": [], "no_crops": []}
     seconds = 0.0
-    for _ in range(args.repeat):  # interleaved: a slow spell of the machine hits all three
+    no_crops = Path(tempfile.mkdtemp()) / "no-crops.yaml"
+    no_crops.write_text("views:\n  reference_grid: 0\n")
+    for _ in range(args.repeat):  # interleaved: a slow spell of the machine hits them all
         runs["pyav"].append(pyav_every_frame(paths))
         seconds, wall = decode_only(paths, config)
         runs["sampled"].append(wall)
         runs["ingest"].append(index_add(DATA))
+        runs["no_crops"].append(index_add(DATA, "--config", str(no_crops)))
         print({k: round(v[-1], 2) for k, v in runs.items()}, file=sys.stderr, flush=True)
     wall = {name: statistics.median(values) for name, values in runs.items()}
     rows = [
         ("decode-only: PyAV, every frame, all cores", wall["pyav"]),
         ("decode-only: copyspan's decoder and sampling (decord, 288 px, 2 fps)", wall["sampled"]),
         ("`copyspan index add` (a fresh process: start-up, model, index writes)", wall["ingest"]),
+        ("the same without reference crops (`views.reference_grid: 0`)", wall["no_crops"]),
     ]
     tag = "ingest 720p"
     command = "python -m benchmarks.ingest" + (f" --repeat {args.repeat}" * (args.repeat != 3))

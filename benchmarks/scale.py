@@ -76,7 +76,12 @@ def described(paths: list[Path], cache: Path) -> dict[str, VideoFeatures]:
     for path in paths:
         target = cache / f"{path.stem}.npz"
         cached = read_descriptor_file(target).features if target.exists() else None
-        if cached is None or f"{cached.model};{cached.preprocess}" != described_as(config):
+        crops = config.views.reference_grid**2
+        if (
+            cached is None
+            or f"{cached.model};{cached.preprocess}" != described_as(config)
+            or (len(cached.crops) != crops)
+        ):
             detector = detector or CopyDetector(config)
             write_descriptor_file(target, detector.describe(path, views=False), file_sha256(path))
             cached = read_descriptor_file(target).features

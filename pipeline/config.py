@@ -129,10 +129,10 @@ class ViewsConfig:
     max_area: float
     min_support: float  # share of each region side the detected edges must cover
     min_short_side: int  # region views smaller than this (pixels) are enlarged to it; 0: never
-    masks: bool = False  # the frame with a still opaque overlay (sticker) masked, as a view
-    reference_grid: int = 0  # references also indexed as a grid x grid of crops (0: none)
-    reference_side: float = 0.5  # each crop keeps this share of each side
-    reference_every: int = 2  # crops of every this many sampled frames
+    masks: bool = True  # the frame with a still opaque overlay (sticker) masked, as a view
+    reference_grid: int = 2  # references also indexed as a grid x grid of crops (0: none)
+    reference_side: float = 0.6  # each crop keeps this share of each side
+    reference_every: int = 16  # crops of every this many sampled frames
 
     def validate(self) -> None:
         _check(self.max_regions >= 0 and self.window >= 3, "views.max_regions/window")

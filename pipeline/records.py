@@ -195,6 +195,10 @@ class Segment:
     # Other reference spans the copy fits within align.ambiguity_margin of this one (near-static
     # footage: pipeline/match/ambiguity.py), best first; empty when the time is unambiguous.
     alternatives: tuple[tuple[float, float], ...] = ()
+    # Seconds the reference span may be off by: a copy found through a reference's sparse crop
+    # frames (views.reference_every) is placed only to within their spacing, and sync looks
+    # that far for the motion's match (pipeline/match/sync.py). 0: placed on the sampling grid.
+    reference_slack_s: float = 0.0
 
     @property
     def speed(self) -> float:

@@ -73,11 +73,26 @@ def test_ingest_survives_a_killed_worker_and_indexes_each_reference_once(library
     assert library["killed"], "the test must kill a worker during ingest"
     assert sorted(library["ingest"].values()) == ["add"] * len(REFERENCES)
     with ReferenceIndex(library["index"]) as index:
-        refs = index.references()
-        assert sorted(r.id for r in refs) == sorted(REFERENCES)
+        assert sorted(r.id for r in index.references()) == sorted(REFERENCES)
+        refs = index.references(crops=True)  # each with its 2 x 2 crops (views.reference_grid)
+        assert len(refs) == 5 * len(REFERENCES)
         assert index.info()["frames"] == sum(r.frames for r in refs)
         # no reference's frames twice in what is searched
         assert index.searcher.vectors == sum(r.frames for r in refs)
+
+
+def test_the_ray_ingest_makes_the_crops_index_add_makes(library, detector, clips):
+    import numpy as np
+
+    from pipeline.records import crop_id
+
+    local = detector.describe(clips["tree"], views=False)
+    with ReferenceIndex(library["index"]) as index:
+        for k, crop in enumerate(local.crops):
+            ray_made = index.features(index.get(crop_id("tree", k)))
+            assert np.array_equal(ray_made.starts, crop.starts)
+            cosines = (ray_made.embeddings * crop.embeddings).sum(axis=1)
+            assert cosines.min() > 0.99  # float16 storage apart, the same descriptors
 
 
 def test_ingesting_again_is_a_no_op(library, config):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.edits import Part, compose
+from pipeline.index import ReferenceIndex
 from tests.helpers import write_corrupt
 from workers.cli import main
 
@@ -204,6 +205,9 @@ def test_describe_then_import_gives_the_same_index_as_add(scene, capsys, tmp_pat
         assert str(data["video_id"]) == "bikes" and str(data["model"]) == "sscd_distilled"
         assert len(str(data["sha256"])) == 64 and float(data["duration"]) > 0
         assert str(data["preprocess"]).startswith("short_side=")
+        # and the reference's crops (views.reference_grid), each with its own rows
+        assert {f"crop{k}_embeddings" for k in range(4)} <= set(data.files)
+        assert data["crop3_starts"].shape == (len(data["crop3_embeddings"]),)
     assert main(["describe", str(refs), "--out", str(described), "--json", "-q"]) == 0
     assert {r["status"] for r in _lines(capsys)} == {"unchanged"}  # resumable
 
@@ -212,6 +216,8 @@ def test_describe_then_import_gives_the_same_index_as_add(scene, capsys, tmp_pat
     assert sorted(r["id"] for r in _lines(capsys) if r["status"] == "add") == sorted(REFERENCES)
     assert main(["index", "import", str(described), "--index", str(imported), "--json", "-q"]) == 0
     assert {r["status"] for r in _lines(capsys)} == {"unchanged"}
+    with ReferenceIndex(imported) as a, ReferenceIndex(scene / "index") as b:
+        assert a.info()["crop_references"] == b.info()["crop_references"] == 4 * len(REFERENCES)
     copy = str(scene / "queries" / "copy.mp4")
     assert main(["query", copy, "--index", str(imported), "--json", "-q"]) == 0
     (via_import,) = _lines(capsys)

@@ -217,3 +217,30 @@ def test_background_set_round_trip_and_checks(tmp_path):
         np.testing.assert_array_equal(index.background(), background)
         with pytest.raises(ReferenceIndexError):
             index.set_background(np.zeros((2, 64), np.float32), ["x"])
+
+
+def test_descriptor_files_carry_a_reference_s_crops(tmp_path):
+    from pipeline.index.descriptor_file import (
+        DescriptorFileError,
+        read_descriptor_file,
+        write_descriptor_file,
+    )
+    from pipeline.records import crop_id
+
+    whole = _features("a", 12, 1)
+    whole.crops = [_features(crop_id("a", k), 2, 10 + k) for k in range(4)]
+    path = write_descriptor_file(tmp_path / "a.npz", whole, "sha")
+    read = read_descriptor_file(path).features
+    assert [c.video_id for c in read.crops] == [crop_id("a", k) for k in range(4)]
+    for got, made in zip(read.crops, whole.crops, strict=True):
+        np.testing.assert_allclose(got.embeddings, made.embeddings, atol=1e-3)
+        assert np.array_equal(got.starts, made.starts)
+    with ReferenceIndex(tmp_path / "idx") as index:  # imported with them
+        index.add([(read, "sha")])
+        assert index.info()["crop_references"] == 4
+    with np.load(path) as data:
+        broken = {k: data[k] for k in data.files}
+    broken["crop2_starts"] = broken["crop2_starts"][:1]
+    np.savez(tmp_path / "broken.npz", **broken)
+    with pytest.raises(DescriptorFileError, match="crop2_starts must be"):
+        read_descriptor_file(tmp_path / "broken.npz")

@@ -134,7 +134,8 @@ def test_reused_descriptors_match_what_the_model_says(detector, photos, clips, t
             counted.append(len(frames))
             return inner.embed(frames)
 
-    config = detector.config
+    views = dataclasses.replace(detector.config.views, reference_grid=0)  # whole frames only
+    config = dataclasses.replace(detector.config, views=views)
     reusing = CopyDetector(config, embedder=Counting()).describe(video, views=False)
     spent = sum(counted)
     off = dataclasses.replace(config, embed=dataclasses.replace(config.embed, reuse_diff=0.0))

@@ -182,5 +182,6 @@ def test_a_corrupt_live_segment_is_a_gap_and_the_stream_goes_on(scene, tmp_path)
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "unreadable" in result.stderr
+    # One alert: the copy also aligns with the tree's crops, merged into the tree's match.
     (alert,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert alert["reference_id"] == "tree"

@@ -36,6 +36,26 @@ def test_shift_found_across_frame_rates():
     assert shift == pytest.approx(0.2, abs=0.045) and corr > 0.9
 
 
+def test_a_segment_with_slack_is_searched_as_far_and_moved_only_where_clear():
+    """A span found through crop frames 8 s apart may be off by seconds: sync looks that
+    far (``reference_slack_s``), and moves it beyond half a second only to a clear best."""
+    rng = np.random.default_rng(5)
+    cuts = np.sort(rng.uniform(0, 40, 60))
+    ref_times = np.arange(0, 40, 1 / 25)
+    q_times = np.arange(0, 16, 1 / 25)
+    query = (q_times, _footage(q_times + 6.0, cuts))  # copies reference 9-19 s at 3-13 s
+    reference = (ref_times, _footage(ref_times, cuts))
+    sparse = Segment(3.0, 13.0, 14.0, 24.0, 0.6, reference_slack_s=7.5)  # 5 s late
+    shift, corr = best_shift(query, reference, sparse)
+    assert shift == pytest.approx(-5.0, abs=0.05) and corr > 0.9
+    plain = dataclasses.replace(sparse, reference_slack_s=0.0)
+    assert abs(best_shift(query, reference, plain)[0]) <= 0.5  # the grid's rounding only
+    # Periodic footage fits every period alike: no clear best, the span stays near.
+    periodic = (ref_times, _footage(ref_times % 4.0, cuts[cuts < 4.0]))
+    copy = (q_times, _footage((q_times + 6.0) % 4.0, cuts[cuts < 4.0]))
+    assert abs(best_shift(copy, periodic, sparse)[0]) <= 0.5
+
+
 def test_still_footage_gives_no_shift():
     times = np.arange(0, 20, 1 / 25)
     still = (times, np.full((len(times), 4, 4, 3), 80, np.float32))

@@ -56,6 +56,7 @@ class DecodeActor:
         nothing but run the model."""
         import ray
 
+        from pipeline.describe.crops import reference_crops
         from pipeline.describe.decode import decode_windows
         from pipeline.describe.describer import keeps_native, prepare_frames
         from pipeline.records import VideoFeatures
@@ -72,9 +73,10 @@ class DecodeActor:
                 started = time.perf_counter()
                 prepared = prepare_frames(sampled, config, views)
                 native = sampled.native
-                # Ship one copy of the pixels: the embed actor reads the prepared (cropped) ones.
-                prepared.sampled = dataclasses.replace(sampled, frames=prepared.frames, native=None)
-                decoded = {"prepared": prepared, "decode_s": decode_s,
+                # A reference's crops (views.reference_grid) are prepared here too.
+                crops = [] if views else reference_crops(sampled, prepared.frames, config.views)
+                decoded = {"prepared": _shippable(prepared), "decode_s": decode_s,
+                           "crops": [_shippable(prepare_frames(c, config, False)) for c in crops],
                            "prepare_s": time.perf_counter() - started}  # fmt: skip
                 following = embedder.describe.remote(decoded, item, video_id, path, views)
                 if pending is not None:
@@ -88,6 +90,12 @@ class DecodeActor:
         if len(parts) == 1:
             return dataclasses.replace(parts[0], native=native)
         return VideoFeatures.concat(parts)
+
+
+def _shippable(prepared):
+    """``prepared`` holding one copy of its pixels (the cropped ones) for the object store."""
+    prepared.sampled = dataclasses.replace(prepared.sampled, frames=prepared.frames, native=None)
+    return prepared
 
 
 class EmbedActor:
@@ -110,13 +118,26 @@ class EmbedActor:
         return self.embedder.model_id
 
     async def describe(self, decoded: Any, item: str, video_id: str, path: str, views: bool = True):
-        from pipeline.describe.describer import build_features, preprocess_id
-        from pipeline.describe.keyframes import select_keyframes
+        from pipeline.records import crop_id
 
         if isinstance(decoded, Failed):
             return decoded
+        untimed = {"decode_s": 0.0, "prepare_s": 0.0}  # counted in the whole frames' timings
+        features, *crops = await asyncio.gather(
+            self._described(decoded["prepared"], decoded, video_id, views),
+            *(self._described(crop, untimed, crop_id(video_id, k))
+              for k, crop in enumerate(decoded.get("crops", []))),
+        )  # fmt: skip
+        features.crops = list(crops)
+        return features
+
+    async def _described(self, prepared, decoded: dict, video_id: str, views: bool = False):
+        """One window's prepared frames embedded and built into features (as
+        ``Describer.describe_sampled`` does in one process)."""
+        from pipeline.describe.describer import build_features, preprocess_id
+        from pipeline.describe.keyframes import select_keyframes
+
         started = time.perf_counter()
-        prepared = decoded["prepared"]
         sampled = prepared.sampled
         pixels, take = prepared.unique_frames()
         embeddings = (await self._embed(pixels))[take]

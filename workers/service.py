@@ -143,8 +143,8 @@ class UploadProcessor:
                     return  # the last window: the final alerts follow at once
                 query = {"id": upload.upload_id, "path": str(path),
                          "duration": round(float(streaming.last.ends[-1]), 3)}  # fmt: skip
-                for num in changed:
-                    send(streaming.match(num), query, streaming.refs[num].duration, "early")
+                for match, ref in streaming.matches_of(changed):
+                    send(match, query, ref.duration, "early")
 
             def on_final(match: Match) -> None:
                 reference = self.index.get(match.reference_id)

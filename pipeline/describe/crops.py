@@ -5,8 +5,15 @@ whole-frame descriptor never saw it at; no query-side view can restore what the 
 away. Indexing each reference also as a grid of crops (``views.reference_grid``), each crop
 scaled to the frame's size, puts a version of every such part in the index: a fixed zoom falls
 inside one crop for its whole length, so it aligns with that crop as an ordinary copy would.
-The grid's crops overlap (3 x 3 crops keeping half of each side start every quarter), so a
-zoom anywhere in the frame lies mostly inside one.
+The default grid's four crops keep 60% of each side from each corner, so a zoom keeping 40% of
+each side anywhere in the frame has at least three quarters of each side inside one. They are
+of one sampled frame in 16 (every 8 s): four crops cost a quarter of an embedding per sampled
+frame (catalog and ingest embedding +25%). That finds zooms of near-static footage, whose
+frames all look like the nearest crop frame (what the whole frame misses: a 45% zoom of a tree
+in wind); a zoom of moving footage needs crops every 2 s (``reference_every: 4``, +100%) to
+be found through them, and is otherwise found, weaker, by the whole frame. Sparse crop frames
+place a copy only to within their spacing: its span is placed by the footage's motion
+(``Segment.reference_slack_s``, pipeline/match/sync.py).
 """
 
 from __future__ import annotations

@@ -13,9 +13,11 @@ picture too wide or too tall for one video). Small regions are enlarged before e
 scale the model describes references at. A horizontally flipped view is available too
 (``views.flip``, off by default: SSCD matches flipped copies well already, see RESULTS.md).
 An opaque still overlay (a sticker, a caption panel) hides part of the copy instead: with
-``views.masks`` (configs/overlays.yaml) the frame is also embedded with it painted grey.
+``views.masks`` (on by default) the largest band of the frame beside it is also embedded, or,
+where no band is big enough, the frame with the overlay painted grey.
 
-Views are query-side only: references are indexed as they are.
+Views are query-side; on the reference side only crops for strong zooms are added
+(pipeline/describe/crops.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ Rect = tuple[int, int, int, int]  # top, bottom, left, right (pixels, exclusive 
 FROZEN_STD = 0.05  # grey-level std over a window under which a pixel kept its value exactly
 OVERLAY_STILL = 0.8  # share of an overlay's pixels that must be frozen
 OVERLAY_MIN_AREA, OVERLAY_MAX_AREA = 0.15, 0.6  # an overlay's share of the picture
+BAND_MIN_AREA = 0.3  # a band beside an overlay this big is embedded instead of a mask
+PLAIN_STD = 4.0  # grey-level std under which the picture around an overlay is plain
 
 
 @dataclass(frozen=True)
@@ -389,8 +393,31 @@ def _windows(
     return windows
 
 
+STEP = 2  # layouts are analysed at half resolution
+
+
+@dataclass
+class Layouts:
+    """The frames in grey at ``STEP`` and, per window (``_windows``), its layout rectangles
+    (``_window_rects``): what region proposals and still overlays both read, found once."""
+
+    gray: np.ndarray  # [N, H / STEP, W / STEP] float32
+    windows: list[tuple[int, int, list[tuple[float, Rect]]]]  # (lo, hi, rectangles)
+
+
+def layouts(frames: np.ndarray, config: ViewsConfig, blocks: Blocks | None = None) -> Layouts:
+    gray = frames[:, ::STEP, ::STEP].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    found = [
+        (lo, hi, _window_rects(gray[lo:hi], config)) for lo, hi in _windows(frames, config, blocks)
+    ]
+    return Layouts(gray, found)
+
+
 def region_proposals(
-    frames: np.ndarray, config: ViewsConfig, blocks: Blocks | None = None
+    frames: np.ndarray,
+    config: ViewsConfig,
+    blocks: Blocks | None = None,
+    found_layouts: Layouts | None = None,
 ) -> list[tuple[Rect, np.ndarray]]:
     """Sub-regions bounded by layout edges, each with the frames (indexes) it was found in.
 
@@ -400,13 +427,12 @@ def region_proposals(
     n = len(frames)
     if n < 3:
         return []
-    step = 2  # analyse at half resolution
-    gray = frames[:, ::step, ::step].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    step = STEP
     full = frames.shape[1] * frames.shape[2]
     found: list[tuple[Rect, set[int]]] = []
-    for lo, hi in _windows(frames, config, blocks):
+    for lo, hi, rects in (found_layouts or layouts(frames, config, blocks)).windows:
         window = range(lo, hi)
-        ranked = sorted(_window_rects(gray[lo:hi], config), key=lambda r: (-r[0], -_area(r[1])))
+        ranked = sorted(rects, key=lambda r: (-r[0], -_area(r[1])))
         # Embedding cost grows with pixels (the model takes any frame size): each window may
         # embed at most ``max_share`` of its frames' pixels again, so a busy layout cannot
         # multiply the cost of a video. A budget per window, not per video: busy footage
@@ -436,26 +462,30 @@ def region_proposals(
 
 
 def still_overlays(
-    frames: np.ndarray, config: ViewsConfig, blocks: Blocks | None = None
+    frames: np.ndarray,
+    config: ViewsConfig,
+    blocks: Blocks | None = None,
+    found_layouts: Layouts | None = None,
 ) -> list[tuple[Rect, np.ndarray]]:
     """Opaque still overlays (a sticker, a caption panel) covering much of the picture, each
     with the frames it was found in: a layout rectangle whose inside keeps its exact pixel
     values over a window (composited graphics; filmed footage, even from a fixed camera, keeps
     some noise), though it is detailed (not a black bar), or else the box of frozen pixels.
     What it hides is gone, but the rest of the frame is the copy: ``query_views`` embeds the
-    frame with the overlay masked grey."""
+    band beside the overlay (or the frame with it masked grey). None where the picture around
+    it is plain (``_plain_around``)."""
     n = len(frames)
     if n < 3 or not config.masks:
         return []
-    step = 2
-    gray = frames[:, ::step, ::step].astype(np.float32) @ np.float32([0.299, 0.587, 0.114])
+    step = STEP
+    analysed = found_layouts or layouts(frames, config, blocks)
     found: list[tuple[Rect, set[int]]] = []
-    for lo, hi in _windows(frames, config, blocks):
-        window = gray[lo:hi]
+    for lo, hi, rects in analysed.windows:
+        window = analysed.gray[lo:hi]
         frozen = window.std(axis=0) < FROZEN_STD
         picture = window.shape[1] * window.shape[2]  # the frame: dark footage is no border here
         best = _frozen_box(window)
-        for _, rect in _window_rects(window, config):
+        for _, rect in rects:
             y0, y1, x0, x1 = rect
             area = (y1 - y0) * (x1 - x0)
             if area < OVERLAY_MIN_AREA * picture or area > OVERLAY_MAX_AREA * picture:
@@ -464,7 +494,7 @@ def still_overlays(
                 continue
             if best is None or area > _area(best):
                 best = rect
-        if best is None:
+        if best is None or _plain_around(window[0], best):
             continue
         for known, rows in found:
             if _iou(best, known) >= 0.8:
@@ -500,6 +530,15 @@ def _frozen_box(window: np.ndarray) -> Rect | None:
     if outside > 0.5 * (total - w * h):  # a still picture: nothing tells an overlay apart
         return None
     return top, bottom, left, right
+
+
+def _plain_around(gray: np.ndarray, rect: Rect) -> bool:
+    """Whether the picture around ``rect`` is plain (black bars around a still picture): a
+    frame masked there keeps nothing of a copy, and matches any plain title card."""
+    top, bottom, left, right = rect
+    around = np.ones(gray.shape, bool)
+    around[top:bottom, left:right] = False
+    return bool(around.any() and gray[around].std() < PLAIN_STD)
 
 
 def _trim(mask: np.ndarray, top: int, bottom: int, left: int, right: int) -> Rect:
@@ -550,13 +589,35 @@ def query_views(
         return views
     if config.flip:
         views["flip"] = (np.arange(len(frames)), lambda f: f[:, :, ::-1])
-    if config.regions and config.max_regions:
-        for (top, bottom, left, right), rows in region_proposals(frames, config, blocks):
+    regions = config.regions and config.max_regions
+    analysed = layouts(frames, config, blocks) if regions or config.masks else None
+    if regions:
+        for (top, bottom, left, right), rows in region_proposals(frames, config, blocks, analysed):
             name = f"region:{top},{bottom},{left},{right}"
             views[name] = (rows, functools.partial(_region, (top, bottom, left, right), config))
-    for rect, rows in still_overlays(frames, config, blocks):
-        views["mask:{},{},{},{}".format(*rect)] = (rows, functools.partial(_masked, rect))
+    height, width = frames.shape[1:3]
+    for rect, rows in still_overlays(frames, config, blocks, analysed):
+        band = _beside(rect, height, width)
+        if band is not None:
+            views["beside:{},{},{},{}".format(*band)] = (
+                rows, functools.partial(_region, band, config)
+            )  # fmt: skip
+        else:
+            views["mask:{},{},{},{}".format(*rect)] = (rows, functools.partial(_masked, rect))
     return views
+
+
+def _beside(rect: Rect, height: int, width: int) -> Rect | None:
+    """The largest band of the picture clear of an overlay at ``rect`` (above, below, left or
+    right of it), if it holds at least ``BAND_MIN_AREA`` of the picture: a crop of the copy,
+    which the model is trained to match, where a grey mask is a shape it never saw (masked
+    frames of near-static footage matched every moment of it alike; hard profile, both seeds:
+    caption F1 0.68 -> 0.73 and 0.88 -> 0.90 against the mask)."""
+    top, bottom, left, right = rect
+    bands = [(0, top, 0, width), (bottom, height, 0, width), (0, height, 0, left),
+             (0, height, right, width)]  # fmt: skip
+    best = max(bands, key=_area)
+    return best if _area(best) >= BAND_MIN_AREA * height * width else None
 
 
 def _masked(rect: Rect, frames: np.ndarray) -> np.ndarray:

@@ -11,6 +11,11 @@ One ``.npz`` per video (no pickle), a contract other programs rely on (extend ad
 
 ``preprocess`` is what ``index info --json`` shows as ``preprocess``: descriptors made with
 another model or frame preparation are refused by the index.
+
+A reference described with crops (``views.reference_grid``) also holds, for each crop k = 0,
+1, ... (optional, added in issue 32):
+
+    crop<k>_embeddings, crop<k>_starts, crop<k>_ends, crop<k>_weights   as above, [M_k] rows
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 
 from pipeline import atomic
 from pipeline.errors import PermanentError
-from pipeline.records import VideoFeatures
+from pipeline.records import VideoFeatures, crop_id
 
 STRINGS = ("video_id", "path", "sha256", "model", "preprocess")
 FLOATS = ("duration", "fps")
@@ -43,12 +48,15 @@ def write_descriptor_file(
     target: str | Path, features: VideoFeatures, sha256: str, dtype=np.float16
 ) -> Path:
     target = Path(target)
+    crops = {
+        f"crop{k}_{key}": value
+        for k, crop in enumerate(features.crops)
+        for key, value in _arrays(crop, dtype).items()
+    }
     atomic.write_npz(
         target,
-        embeddings=features.embeddings.astype(dtype),
-        starts=features.starts.astype(np.float64),
-        ends=features.ends.astype(np.float64),
-        weights=features.weights.astype(np.float32),
+        **_arrays(features, dtype),
+        **crops,
         video_id=np.array(features.video_id),
         path=np.array(features.path),
         sha256=np.array(sha256),
@@ -60,6 +68,15 @@ def write_descriptor_file(
     return target
 
 
+def _arrays(features: VideoFeatures, dtype) -> dict[str, np.ndarray]:
+    return {
+        "embeddings": features.embeddings.astype(dtype),
+        "starts": features.starts.astype(np.float64),
+        "ends": features.ends.astype(np.float64),
+        "weights": features.weights.astype(np.float32),
+    }
+
+
 def read_descriptor_file(path: str | Path) -> DescriptorFile:
     """Read and check one descriptor file; ``DescriptorFileError`` says what is wrong."""
     try:
@@ -69,33 +86,48 @@ def read_descriptor_file(path: str | Path) -> DescriptorFile:
     missing = [k for k in ("embeddings", "starts", "ends", *STRINGS, *FLOATS) if k not in data]
     if missing:
         raise DescriptorFileError(f"{path}: missing {', '.join(missing)}")
-    embeddings = data["embeddings"]
-    if embeddings.ndim != 2 or embeddings.dtype not in (np.float16, np.float32):
-        raise DescriptorFileError(f"{path}: embeddings must be [N, D] float32 or float16")
-    n = len(embeddings)
-    if n == 0 or not np.isfinite(embeddings).all():
-        raise DescriptorFileError(f"{path}: embeddings must be non-empty and finite")
-    for key in ("starts", "ends", "weights"):
-        if key in data and data[key].shape != (n,):
-            raise DescriptorFileError(f"{path}: {key} must be [N] with N = {n}")
+    _check_rows(path, data, "")
+    crops = 0
+    while f"crop{crops}_embeddings" in data:
+        _check_rows(path, data, f"crop{crops}_")
+        crops += 1
     if any(data[key].shape != () for key in (*STRINGS, *FLOATS)):
         raise DescriptorFileError(f"{path}: video_id, path, ... must be 0-d arrays")
     text = {key: str(data[key]) for key in STRINGS}
     if not text["video_id"] or not text["sha256"] or not text["model"]:
         raise DescriptorFileError(f"{path}: video_id, sha256 and model must not be empty")
-    try:
-        features = VideoFeatures(
-            video_id=text["video_id"],
+
+    def features(prefix: str, video_id: str) -> VideoFeatures:
+        return VideoFeatures(
+            video_id=video_id,
             path=text["path"],
             duration=float(data["duration"]),
-            embeddings=embeddings.astype(np.float32),
-            starts=data["starts"].astype(np.float64),
-            ends=data["ends"].astype(np.float64),
+            embeddings=data[f"{prefix}embeddings"].astype(np.float32),
+            starts=data[f"{prefix}starts"].astype(np.float64),
+            ends=data[f"{prefix}ends"].astype(np.float64),
             model=text["model"],
             fps=float(data["fps"]),
-            weights=data.get("weights"),
+            weights=data.get(f"{prefix}weights"),
             preprocess=text["preprocess"],
         )
+
+    try:
+        whole = features("", text["video_id"])
+        whole.crops = [features(f"crop{k}_", crop_id(whole.video_id, k)) for k in range(crops)]
     except ValueError as exc:
         raise DescriptorFileError(f"{path}: {exc}") from exc
-    return DescriptorFile(features, text["sha256"])
+    return DescriptorFile(whole, text["sha256"])
+
+
+def _check_rows(path: str | Path, data: dict, prefix: str) -> None:
+    """``prefix``embeddings are [N, D] finite floats, and its starts, ends, weights [N]."""
+    embeddings = data[f"{prefix}embeddings"]
+    if embeddings.ndim != 2 or embeddings.dtype not in (np.float16, np.float32):
+        raise DescriptorFileError(f"{path}: {prefix}embeddings must be [N, D] float32 or float16")
+    n = len(embeddings)
+    if n == 0 or not np.isfinite(embeddings).all():
+        raise DescriptorFileError(f"{path}: {prefix}embeddings must be non-empty and finite")
+    for key in ("starts", "ends", "weights"):
+        key = prefix + key
+        if (key in data or prefix) and data.get(key, np.zeros(0)).shape != (n,):
+            raise DescriptorFileError(f"{path}: {key} must be [N] with N = {n}")

@@ -774,8 +774,8 @@ class ReferenceIndex:
 
     def _video_index(self) -> faiss.Index:
         """One exact index of every reference's video-level descriptor (one vector a video:
-        small beside the frames), kept in step with the catalog: appended to as references
-        are added, rebuilt when one is removed."""
+        small beside the frames; not of crops), kept in step with the catalog: appended to as
+        references are added, rebuilt when one is removed."""
         generation, count, last = self._videos_state
         current = self.generation
         if self._videos is not None and current == generation:
@@ -789,7 +789,10 @@ class ReferenceIndex:
             self._videos, last, count = faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), 0, 0
             nums, pooled = self.catalog.pooled(after=last)
         if len(nums):
-            self._videos.add_with_ids(pooled, nums)
+            # A crop is found through its frames; at the video level it would list a reference
+            # five times (and crowd others out of a query's video candidates).
+            whole = np.array([crop_parent(self.by_num(int(num)).id) is None for num in nums])
+            self._videos.add_with_ids(pooled[whole], nums[whole])
             last, count = int(nums[-1]), count + len(nums)
         self._videos_state = (current, count, last)
         return self._videos

@@ -172,9 +172,8 @@ class LiveStream:
     def _alert(self, changed: list[int]) -> None:
         aired = float(self.streaming.last.ends[-1]) if self.streaming.last is not None else 0.0
         query = {"id": self.name, "path": str(self.playlist), "duration": round(aired, 3)}
-        for num in changed:
-            match, ref = self.streaming.match(num), self.streaming.refs[num]
-            previous = self.alerted.get(match.reference_id)  # a crop's: its parent's
+        for match, ref in self.streaming.matches_of(changed):  # a crop's: merged in its parent's
+            previous = self.alerted.get(match.reference_id)
             alert = build_alert(match, self.name, self.stream_key, query, ref.duration,
                                 self.config.policy, "live", previous,
                                 self.index.bank(ref.bank))  # fmt: skip

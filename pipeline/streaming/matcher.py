@@ -115,11 +115,28 @@ class StreamingQuery:
         """The final segments found so far against one reference, as a match."""
         ref = self.refs[num]
         segments = sorted(self.final[num], key=lambda s: s.query_start)
+        if crop_parent(ref.id) is not None:
+            segments = [_sparse(s, ref.duration / max(1, ref.frames)) for s in segments]
         if ref.bank not in self.actions:
             bank = self.index.bank(ref.bank)
             self.actions[ref.bank] = bank.action if bank else "alert"
         return Match(reported_id(ref.id), ref.path, max(s.score for s in segments), segments,
                      bank=ref.bank, action=self.actions[ref.bank])  # fmt: skip
+
+    def matches_of(self, nums: list[int]) -> list[tuple[Match, Reference]]:
+        """The final matches so far of the references of ``nums`` (a crop's: its parent's,
+        merged with the parent's and its other crops' as ``finish`` merges them), each with
+        one of its indexed references (the same duration and bank): early and live alerts."""
+        wanted = {reported_id(self.refs[num].id) for num in nums}
+        found: dict[str, list[int]] = {}
+        for num, segments in self.final.items():
+            if segments and (parent := reported_id(self.refs[num].id)) in wanted:
+                found.setdefault(parent, []).append(num)
+        return [
+            (merged, self.refs[group[0]])
+            for group in found.values()
+            for merged in merge_crops([(self.refs[n].id, self.match(n)) for n in group])
+        ]
 
     # ---- alignment over a stretch of the query -----------------------------------------------
 
@@ -186,6 +203,17 @@ def query_in_windows(
         if on_window is not None:
             on_window(streaming, changed)
     return streaming.finish(on_final=on_final)
+
+
+def _sparse(segment: Segment, spacing: float) -> Segment:
+    """A segment found through crop frames ``spacing`` seconds apart: they place it only to
+    within that (sync looks that far, ``reference_slack_s``) and cannot tell its speed, so its
+    reference span is the query span's length, around the middle of the one found."""
+    length = segment.query_end - segment.query_start
+    start = max(0.0, (segment.reference_start + segment.reference_end - length) / 2)
+    return dataclasses.replace(
+        segment, reference_start=start, reference_end=start + length, reference_slack_s=spacing
+    )
 
 
 def reported_id(reference_id: str) -> str:

@@ -90,12 +90,6 @@ def _load(args, index, files: list[Path], what: str, batch: int, source) -> int:
 def _index_add_ray(args, config: Config, files: list[Path]) -> int:
     from workers.audit import ingest
 
-    if config.views.reference_grid:
-        raise PermanentError(
-            "reference crops (views.reference_grid) are made by `index add` without --ray; "
-            "the Ray ingest does not make them yet"
-        )
-
     def report(item, outcome: str) -> None:
         status, _, error = outcome.partition(": ")
         obj = {"id": item.video_id, "path": item.path, "status": status}
@@ -263,8 +257,9 @@ def _same_description(target: Path, sha: str, detector) -> bool:
     except DescriptorFileError:
         return False
     features = found.features
-    return (found.sha256, features.model, features.preprocess) == (
-        sha, detector.embedder.model_id, detector.preprocess,
+    crops = detector.config.views.reference_grid**2  # an older file may have none
+    return (found.sha256, features.model, features.preprocess, len(features.crops)) == (
+        sha, detector.embedder.model_id, detector.preprocess, crops,
     )  # fmt: skip
 
 
