@@ -129,7 +129,7 @@ class ViewsConfig:
     max_area: float
     min_support: float  # share of each region side the detected edges must cover
     min_short_side: int  # region views smaller than this (pixels) are enlarged to it; 0: never
-    masks: bool = True  # the frame with a still opaque overlay (sticker) masked, as a view
+    masks: bool = True  # a view beside a still opaque overlay (sticker), or with it masked
     reference_grid: int = 2  # references also indexed as a grid x grid of crops (0: none)
     reference_side: float = 0.6  # each crop keeps this share of each side
     reference_every: int = 16  # crops of every this many sampled frames
