@@ -127,7 +127,8 @@ def _check_rows(path: str | Path, data: dict, prefix: str) -> None:
     n = len(embeddings)
     if n == 0 or not np.isfinite(embeddings).all():
         raise DescriptorFileError(f"{path}: {prefix}embeddings must be non-empty and finite")
-    for key in ("starts", "ends", "weights"):
-        key = prefix + key
-        if (key in data or prefix) and data.get(key, np.zeros(0)).shape != (n,):
+    for name in ("starts", "ends", "weights"):
+        key = prefix + name
+        optional = name == "weights" and not prefix  # a crop's rows are written whole
+        if (key in data or not optional) and data.get(key, np.zeros(0)).shape != (n,):
             raise DescriptorFileError(f"{path}: {key} must be [N] with N = {n}")
