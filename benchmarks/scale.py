@@ -54,6 +54,7 @@ from benchmarks.run import (
     videos,
 )
 from pipeline.config import load_config
+from pipeline.describe.crops import crop_count
 from pipeline.index import ReferenceIndex, file_sha256
 from pipeline.index.descriptor_file import read_descriptor_file, write_descriptor_file
 from pipeline.records import VideoFeatures
@@ -76,7 +77,7 @@ def described(paths: list[Path], cache: Path) -> dict[str, VideoFeatures]:
     for path in paths:
         target = cache / f"{path.stem}.npz"
         cached = read_descriptor_file(target).features if target.exists() else None
-        crops = config.views.reference_grid**2
+        crops = crop_count(config.views)
         if (
             cached is None
             or f"{cached.model};{cached.preprocess}" != described_as(config)

@@ -27,6 +27,12 @@ from pipeline.config import ViewsConfig
 from pipeline.records import SampledFrames
 
 
+def crop_count(config: ViewsConfig) -> int:
+    """How many crops a reference is described with (a descriptor file or an index entry
+    made under other settings may hold another number)."""
+    return config.reference_grid**2
+
+
 def crop_boxes(height: int, width: int, grid: int, side: float) -> list[tuple[int, int, int, int]]:
     """(top, bottom, left, right) of the grid x grid crops keeping ``side`` of each side,
     evenly spaced from one edge to the other, row by row."""

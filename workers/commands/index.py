@@ -250,6 +250,7 @@ def cmd_describe(args, config: Config) -> int:
 
 def _same_description(target: Path, sha: str, detector) -> bool:
     """Whether ``target`` already describes this content with this model and preparation."""
+    from pipeline.describe.crops import crop_count
     from pipeline.index.descriptor_file import DescriptorFileError, read_descriptor_file
 
     try:
@@ -257,7 +258,7 @@ def _same_description(target: Path, sha: str, detector) -> bool:
     except DescriptorFileError:
         return False
     features = found.features
-    crops = detector.config.views.reference_grid**2  # an older file may have none
+    crops = crop_count(detector.config.views)  # an older file may have none
     return (found.sha256, features.model, features.preprocess, len(features.crops)) == (
         sha, detector.embedder.model_id, detector.preprocess, crops,
     )  # fmt: skip
