@@ -1,5 +1,8 @@
 """The demo: real footage in, edited copies made with ffmpeg, copies found and localized.
 
+One reference is only sound (a track of real recorded music) and one query copies it under
+unrelated pictures: it is found by its soundtrack (``modality: audio``).
+
 Run with ``make demo`` (or ``python -m benchmarks.demo``). It drives the ``copyspan`` command
 exactly as a user would and prints each query's true spans next to the spans copyspan found.
 """
@@ -14,8 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import footage
-from benchmarks.edits import Part, compose
+from benchmarks import footage, sounds
+from benchmarks.edits import Part, compose, run_ffmpeg
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCES = (
@@ -75,6 +78,15 @@ def make_queries(out: Path) -> dict[str, tuple[Path, Truth]]:
         Path(shutil.copy(clips["carphone_distorted"], out)),
         Truth("carphone_pristine", (0.0, 4.0), (0.0, 4.0)),
     )
+    # The theme's 10-25 s as low-bitrate mono sound under a slideshow of unrelated photos.
+    slides = [Part(photos[p], 5.0, photo=True) for p in ("horse", "page", "coins")]
+    pictures = compose(slides, out / "slides.mp4")
+    sung = out / "theme_under_photos.mp4"
+    run_ffmpeg(["-i", str(pictures), "-ss", "10", "-t", "15", "-i", str(out.parent / "references"
+                / "theme.mp3"), "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-ac", "1",
+                "-c:a", "aac", "-b:a", "32k", str(sung)])  # fmt: skip
+    pictures.unlink()
+    made["theme_under_photos"] = (sung, Truth("theme", (0.0, 15.0), (10.0, 25.0)))
     return made
 
 
@@ -101,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"real footage: {len(clips)} clips in {footage.CACHE}")
     for name in REFERENCES:
         shutil.copy(clips[name], out / "references")
+    track = sounds.music()["hr3-mirror"]  # real recorded music (Debian hyperrogue-music)
+    run_ffmpeg(["-ss", "20", "-t", "40", "-i", str(track), "-c:a", "libmp3lame", "-b:a", "128k",
+                str(out / "references" / "theme.mp3")])  # fmt: skip
+    print(f"real music: {track.name} -> references/theme.mp3 (a reference that is only sound)")
     queries = make_queries(out / "queries")
     print(f"made {len(queries)} queries in {out / 'queries'}")
 
@@ -125,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             for s in match["segments"]:
                 got += (
                     f"{match['reference_id']:18s} {_span(s['query_start'], s['query_end'])} "
-                    f"{_span(s['reference_start'], s['reference_end'])} score {s['score']:.2f}  "
+                    f"{_span(s['reference_start'], s['reference_end'])} score {s['score']:.2f} "
+                    f"({s['modality']})  "
                 )
         ids = [m["reference_id"] for m in matches]
         correct += ids == ([truth.reference] if truth.reference else [])

@@ -348,7 +348,7 @@ def at_target_strength(summary: dict, truth: Sequence[Box], runs: list[MethodRun
 RESULT_PAGES = REPO / "benchmarks" / "results"
 PAGE_OF_TAG = (  # tag prefix -> page, first match wins; a tag already on a page stays there
     ("stream-catalog", "scale"), ("stream", "streaming"), ("scale", "scale"), ("nprobe", "scale"),
-    ("bulk", "scale"),
+    ("bulk", "scale"), ("audio", "audio"),
     ("long", "long"), ("throughput", "throughput"), ("cost", "throughput"),
     ("ingest", "throughput"), ("reuse", "throughput"), ("upgrade", "upgrade"),
 )  # fmt: skip

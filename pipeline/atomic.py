@@ -44,6 +44,11 @@ def write_npz(target: str | Path, **arrays: np.ndarray) -> None:
         np.savez(handle, **arrays)
 
 
+def write_npy(target: str | Path, array: np.ndarray) -> None:
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+
+
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}

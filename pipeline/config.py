@@ -237,11 +237,34 @@ class PolicyConfig:
     min_upload_share: float
     min_reference_share: float
     min_score: float
+    require: str = "any"  # what a match must rest on: any | video | audio | both
+    audio_weight: float = 1.0  # audio-only segments' scores count this much toward min_score
 
     def validate(self) -> None:
         _check(self.min_copied_s >= 0, "policy.min_copied_s must be >= 0")
+        _check(self.require in MODALITY_RULES, f"policy.require must be one of {MODALITY_RULES}")
+        _check(0 < self.audio_weight <= 1, "policy.audio_weight must be in (0, 1]")
         for name in ("min_upload_share", "min_reference_share"):
             _check(0 <= getattr(self, name) <= 1, f"policy.{name} must be in [0, 1]")
+
+
+MODALITY_RULES = ("any", "video", "audio", "both")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """The soundtrack as evidence (pipeline/audio/): landmark hashes matched beside frames."""
+
+    enabled: bool
+    min_votes: int  # hashes of the query found at one time offset in a reference, at least
+    max_gap_s: float  # a copied stretch of sound breaks where no hash agrees for this long
+    min_length_s: float  # shortest audio segment reported
+    max_segments: int  # per (query, reference) pair
+
+    def validate(self) -> None:
+        _check(self.min_votes >= 3, "audio.min_votes must be >= 3")
+        _check(self.max_gap_s > 0 and self.min_length_s >= 0, "audio gaps and lengths >= 0")
+        _check(self.max_segments >= 1, "audio.max_segments must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -321,6 +344,7 @@ class Config:
     index: IndexConfig
     streaming: StreamingConfig
     policy: PolicyConfig
+    audio: AudioConfig
     serve: ServeConfig
     api: ApiConfig
     ray: RayConfig

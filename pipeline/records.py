@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,53 @@ def crop_parent(reference_id: str) -> str | None:
     """The parent of a crop reference id; None for any other id."""
     parent, mark, k = reference_id.rpartition(CROP_MARK)
     return parent if mark and parent and k.isdigit() else None
+
+
+# Audio fingerprints are timed in hops of 32 ms (pipeline/audio/fingerprint.py: 256 samples
+# at 8 kHz): the anchor time of each landmark hash.
+AUDIO_HOP_S = 0.032
+
+
+@dataclass
+class AudioPrint:
+    """Landmark hashes of a soundtrack, or of one window of it (pipeline/audio/fingerprint.py):
+    ``hashes`` [M] int32 and the time of each one's anchor peak in ``AUDIO_HOP_S`` hops from the
+    start of the file, ``times`` [M] int32, in time order. ``seconds``: audio decoded; ``status``
+    says why there are none (``no audio``, ``silent``) or what was skipped (``corrupt packets:
+    N``)."""
+
+    hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    times: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    seconds: float = 0.0
+    status: str = "ok"
+
+    def __post_init__(self) -> None:
+        self.hashes = np.asarray(self.hashes, np.int32)
+        self.times = np.asarray(self.times, np.int32)
+        if self.hashes.shape != self.times.shape or self.hashes.ndim != 1:
+            raise ValueError("audio hashes and times must be [M] each")
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    @classmethod
+    def concat(cls, parts: list[AudioPrint]) -> AudioPrint:
+        """Consecutive stretches as one; the status is the last one that is not ``ok``."""
+        if not parts:
+            return cls()
+        statuses = [p.status for p in parts if p.status != "ok"]
+        return cls(
+            np.concatenate([p.hashes for p in parts]),
+            np.concatenate([p.times for p in parts]),
+            sum(p.seconds for p in parts),
+            statuses[-1] if statuses else "ok",
+        )
+
+    def between(self, start_s: float, end_s: float) -> AudioPrint:
+        """The hashes anchored in [start_s, end_s)."""
+        keep = (self.times >= start_s / AUDIO_HOP_S) & (self.times < end_s / AUDIO_HOP_S)
+        seconds = max(0.0, min(end_s, self.seconds) - start_s)
+        return AudioPrint(self.hashes[keep], self.times[keep], seconds, self.status)
 
 
 @dataclass(frozen=True)
@@ -91,6 +139,9 @@ class VideoFeatures:
     # Reference-side crops (views.reference_grid), each described as a video of its own: the
     # index stores them as references named crop_id(video_id, k).
     crops: list[VideoFeatures] = field(default_factory=list)
+    # The soundtrack's landmark hashes (pipeline/audio/), of this window when a window; None
+    # when the sound was not read (audio.enabled off, or a record from before audio).
+    audio: AudioPrint | None = None
 
     def __post_init__(self) -> None:
         n = self.embeddings.shape[0]
@@ -146,6 +197,7 @@ class VideoFeatures:
             },
             sampled=sum(p.sampled for p in parts),
             crops=[cls.concat([p.crops[k] for p in parts]) for k in range(len(last.crops))],
+            audio=_concat_audio([p.audio for p in parts]),
         )
 
     def slice(self, lo: int, hi: int | None = None) -> VideoFeatures:
@@ -165,6 +217,7 @@ class VideoFeatures:
             views=views,
             sampled=-1,
             timings={},
+            audio=None,
         )
 
     def windows(self, frames: int) -> list[VideoFeatures]:
@@ -173,6 +226,10 @@ class VideoFeatures:
             return [self]
         parts = [self.slice(lo, lo + frames) for lo in range(0, len(self), frames)]
         parts[-1] = dataclasses.replace(parts[-1], timings=dict(self.timings))
+        if self.audio is not None:  # each window the sound of its own time
+            bounds = [float(p.starts[0]) for p in parts[1:]]
+            for part, start, end in zip(parts, [0.0, *bounds], [*bounds, math.inf], strict=True):
+                part.audio = self.audio.between(start, end)
         return parts
 
     def search_vectors(self) -> tuple[np.ndarray, np.ndarray]:
@@ -181,6 +238,11 @@ class VideoFeatures:
         rows = [rows for rows, _ in self.views.values()]
         vectors = np.concatenate([self.embeddings, *(v for _, v in self.views.values())])
         return vectors, np.concatenate([self.weights, *(self.weights[r] for r in rows)])
+
+
+def _concat_audio(parts: list[AudioPrint | None]) -> AudioPrint | None:
+    known = [p for p in parts if p is not None]
+    return AudioPrint.concat(known) if known else None
 
 
 @dataclass(frozen=True)
@@ -199,6 +261,8 @@ class Segment:
     # frames (views.reference_every) is placed only to within their spacing, and sync looks
     # that far for the motion's match (pipeline/match/sync.py). 0: placed on the sampling grid.
     reference_slack_s: float = 0.0
+    # What the segment rests on: "video" (frames), "audio" (soundtrack hashes) or "both".
+    modality: str = "video"
 
     @property
     def speed(self) -> float:
@@ -212,6 +276,7 @@ class Segment:
             "reference_start": round(self.reference_start, 3),
             "reference_end": round(self.reference_end, 3),
             "score": round(self.score, 4),
+            "modality": self.modality,
         }
         if self.alternatives:
             out["reference_alternatives"] = [
@@ -255,6 +320,7 @@ class QueryResult:
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     sha256: str | None = None  # the query file's content hash, where it was computed
+    audio: str | None = None  # what its soundtrack gave: ok, no audio, silent, ... (None: not read)
 
     def segment_boxes(self) -> list[Box]:
         """Every segment as a row of the segment CSV."""
@@ -274,6 +340,8 @@ class QueryResult:
         }
         if self.sha256 is not None:
             out["query"]["sha256"] = self.sha256
+        if self.audio is not None:
+            out["query"]["audio"] = self.audio
         if self.error is not None:
             out["error"] = self.error
         if self.timings:

@@ -26,6 +26,16 @@ def photos() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tracks() -> dict[str, Path]:
+    """Real recorded music by name (Debian hyperrogue-music, fetched once into .cache/footage).
+    Some of its tracks repeat whole phrases exactly (hr-domina-*): tests that check a copy's
+    offset use others."""
+    from benchmarks.sounds import music
+
+    return music()
+
+
+@pytest.fixture(scope="session")
 def ray_session(config):
     """One local Ray for every test that needs one (starting Ray costs seconds and memory)."""
     import ray

@@ -95,6 +95,17 @@ def test_the_ray_ingest_makes_the_crops_index_add_makes(library, detector, clips
             assert cosines.min() > 0.99  # float16 storage apart, the same descriptors
 
 
+def test_the_ray_ingest_fingerprints_the_soundtrack_as_index_add_does(library, detector, clips):
+    import numpy as np
+
+    local = detector.describe(clips["Megamind"], views=False)  # a clip with a soundtrack
+    with ReferenceIndex(library["index"]) as index:
+        ray_made = index.features(index.get("Megamind"))
+    assert len(local.audio) > 500
+    assert np.array_equal(ray_made.audio.hashes, local.audio.hashes)
+    assert np.array_equal(ray_made.audio.times, local.audio.times)
+
+
 def test_ingesting_again_is_a_no_op(library, config):
     paths = expand_inputs([str(library["root"] / "refs")])
     outcomes = ingest(config, paths, str(library["index"]), progress=False)

@@ -58,13 +58,23 @@ class DecodeActor:
 
         from pipeline.describe.crops import reference_crops
         from pipeline.describe.decode import decode_windows
-        from pipeline.describe.describer import keeps_native, prepare_frames
+        from pipeline.describe.describer import (
+            AUDIO_ONLY,
+            keeps_native,
+            open_sound,
+            prepare_frames,
+            sound_only,
+            window_sound,
+        )
+        from pipeline.errors import VideoDecodeError
         from pipeline.records import VideoFeatures
 
         config = self.config
         window = max(1, round(config.streaming.window_s * config.decode.fps))
         parts, pending = [], None
+        sound, heard = None, []  # the soundtrack, read here alongside the frames
         try:
+            sound = open_sound(path, config, query=views)
             started = time.perf_counter()
             native = None  # a query's native frames stay here: the embed actor needs none
             wanted = keeps_native(config, views)
@@ -79,14 +89,31 @@ class DecodeActor:
                            "crops": [_shippable(prepare_frames(c, config, False)) for c in crops],
                            "prepare_s": time.perf_counter() - started}  # fmt: skip
                 following = embedder.describe.remote(decoded, item, video_id, path, views)
+                if sound is not None:
+                    timings: dict[str, float] = {}
+                    heard.append((window_sound(timings, sampled, sound), timings))
                 if pending is not None:
                     parts.append(ray.get(pending))
                 pending = following
                 started = time.perf_counter()
             if pending is not None:
                 parts.append(ray.get(pending))
+        except VideoDecodeError as exc:
+            if exc.reason != AUDIO_ONLY or sound is None:
+                return Failed(item, str(exc))
+            try:  # a file that is only sound: matched by its sound alone
+                dim, model = ray.get(embedder.shape.remote())
+                return sound_only(path, video_id, sound, dim, model, config)
+            except PermanentError as sound_exc:
+                return Failed(item, str(sound_exc))
         except (PermanentError, OSError) as exc:
             return Failed(item, str(exc))
+        finally:
+            if sound is not None:
+                sound.close()
+        for part, (audio, timings) in zip(parts, heard, strict=False):
+            part.audio = audio
+            part.timings["audio"] = timings["audio"]
         if len(parts) == 1:
             return dataclasses.replace(parts[0], native=native)
         return VideoFeatures.concat(parts)
@@ -116,6 +143,10 @@ class EmbedActor:
 
     def model_id(self) -> str:
         return self.embedder.model_id
+
+    def shape(self) -> tuple[int, str]:
+        """The descriptors' width and the model: what a record with no frames still says."""
+        return self.embedder.dim, self.embedder.model_id
 
     async def describe(self, decoded: Any, item: str, video_id: str, path: str, views: bool = True):
         from pipeline.records import crop_id

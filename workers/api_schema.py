@@ -68,6 +68,9 @@ class SegmentOut(BaseModel):
     reference_alternatives: list[tuple[float, float]] | None = Field(
         None, description="additive: other reference spans the copy fits as well"
     )
+    modality: Literal["video", "audio", "both"] | None = Field(
+        None, description="additive: what found the segment: the picture, the sound or both"
+    )
 
 
 class VerdictOut(BaseModel):
@@ -101,6 +104,11 @@ class QueryInfo(BaseModel):
     path: str
     duration: float | None
     sha256: str | None = Field(None, description="additive: the file's content hash")
+    audio: str | None = Field(
+        None,
+        description="additive: what the soundtrack gave: ok, no audio, silent, audio "
+        "unreadable: ..., with '; corrupt packets: N' when some were skipped",
+    )
 
 
 class QueryResultOut(BaseModel):

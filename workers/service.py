@@ -150,8 +150,9 @@ class UploadProcessor:
                 reference = self.index.get(match.reference_id)
                 if reference is not None:
                     window = last[0]  # the query as the final alerts describe it
+                    heard = window.audio.status if window.audio is not None else None
                     query = QueryResult(window.video_id, window.path, round(window.duration, 3),
-                                        sha256=sha).to_dict()["query"]  # fmt: skip
+                                        sha256=sha, audio=heard).to_dict()["query"]  # fmt: skip
                     send(match, query, reference.duration, "final")
 
             result = self.detector.query_windows(

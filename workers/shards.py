@@ -48,6 +48,9 @@ class ShardActor:
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.searcher.search(x, k)
 
+    def search_audio(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.searcher.search_audio(hashes)
+
 
 class RayShards:
     """A ``Searcher`` over shard actors (see the module docstring)."""
@@ -88,6 +91,13 @@ class RayShards:
         x = np.ascontiguousarray(x, dtype=np.float32)
         parts = ray.get([a.search.remote(x, k) for a in self.actors])
         return merge_topk(parts, k)
+
+    def search_audio(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every shard's postings of the hashes (each reference lives in one shard)."""
+        import ray
+
+        parts = ray.get([a.search_audio.remote(hashes) for a in self.actors])
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
     def close(self) -> None:
         import ray

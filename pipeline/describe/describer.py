@@ -16,17 +16,65 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.audio.decode import AudioReader
+from pipeline.audio.fingerprint import QUERY, REFERENCE
 from pipeline.config import Config
 from pipeline.describe.crops import reference_crops
-from pipeline.describe.decode import decode_windows
+from pipeline.describe.decode import check_file, decode_windows
 from pipeline.describe.edits import copy_like
 from pipeline.describe.embed import Embedder, make_embedder
 from pipeline.describe.keyframes import Keyframes, repeated_frames, select_keyframes
 from pipeline.describe.suppress import crop_borders, frame_weights
 from pipeline.describe.views import View, block_sums, query_views
-from pipeline.records import SampledFrames, VideoFeatures, crop_id
+from pipeline.errors import VideoDecodeError
+from pipeline.records import AudioPrint, SampledFrames, VideoFeatures, crop_id
 
 log = logging.getLogger(__name__)
+AUDIO_ONLY = "audio-only file"  # decode.probe's reason for a file that has sound and no picture
+
+
+def open_sound(path: str | Path, config: Config, query: bool) -> AudioReader | None:
+    """The soundtrack's reader, when ``audio.enabled`` (queries are read denser than
+    references: pipeline/audio/fingerprint.py)."""
+    if not config.audio.enabled:
+        return None
+    check_file(Path(path), config.decode)  # the picture path's own first check
+    density = QUERY if query else REFERENCE
+    return AudioReader(path, config.decode.max_duration_s, density)
+
+
+def window_sound(features: VideoFeatures, sampled: SampledFrames, sound: AudioReader) -> AudioPrint:
+    """The soundtrack's hashes up to the end of ``sampled`` (every one left after the last)."""
+    last = float(sampled.ends[-1]) >= sampled.duration - 1e-6
+    return _timed(features, sound, None if last else float(sampled.ends[-1]))
+
+
+def sound_only(
+    path: str | Path, video_id: str, sound: AudioReader, dim: int, model: str, config: Config
+) -> VideoFeatures:
+    """An audio-only file (a song, a podcast) as a record with no frames: it is matched by its
+    sound alone. One whose sound gives nothing at all is still unusable."""
+    none = np.zeros(0)
+    features = VideoFeatures(
+        video_id=video_id, path=str(path), duration=0.0,
+        embeddings=np.zeros((0, dim), np.float32), starts=none, ends=none, model=model,
+        fps=config.decode.fps, preprocess=preprocess_id(config),
+    )  # fmt: skip
+    features.audio = _timed(features.timings, sound, None)
+    if not len(features.audio):
+        raise VideoDecodeError(
+            path, AUDIO_ONLY, f"its sound gives no fingerprint: {sound.summary()}"
+        )
+    features.duration = round(features.audio.seconds, 3)
+    return features
+
+
+def _timed(timings: dict[str, float], sound: AudioReader, end_s: float | None) -> AudioPrint:
+    """The soundtrack's hashes up to ``end_s``, the time it took added to ``timings``."""
+    started = time.perf_counter()
+    found = sound.until(end_s)
+    timings["audio"] = timings.get("audio", 0.0) + time.perf_counter() - started
+    return found
 
 
 def preprocess_id(config: Config) -> str:
@@ -158,10 +206,30 @@ class Describer:
         window = max(1, round(self.config.streaming.window_s * self.config.decode.fps))
         started = time.perf_counter()
         native = keeps_native(self.config, views)
-        for sampled in decode_windows(path, self.config.decode, window, native):
-            decode_s = time.perf_counter() - started
-            yield self.describe_sampled(sampled, video_id, views, decode_s)
-            started = time.perf_counter()
+        sound = self._sound(path, query=views)
+        try:
+            for sampled in decode_windows(path, self.config.decode, window, native):
+                decode_s = time.perf_counter() - started
+                features = self.describe_sampled(sampled, video_id, views, decode_s)
+                if sound is not None:  # the soundtrack up to the window's end, alongside
+                    features.audio = window_sound(features.timings, sampled, sound)
+                yield features
+                started = time.perf_counter()
+        except VideoDecodeError as exc:
+            if exc.reason != AUDIO_ONLY or sound is None:
+                raise
+            yield self._sound_only(path, video_id, sound)
+        finally:
+            if sound is not None:
+                sound.close()
+
+    def _sound(self, path: str | Path, query: bool) -> AudioReader | None:
+        return open_sound(path, self.config, query)
+
+    def _sound_only(self, path: str | Path, video_id: str, sound: AudioReader) -> VideoFeatures:
+        return sound_only(
+            path, video_id, sound, self.embedder.dim, self.embedder.model_id, self.config
+        )
 
     def describe_with_edits(
         self, path: str | Path, video_id: str | None = None

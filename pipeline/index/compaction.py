@@ -42,6 +42,7 @@ import faiss
 import numpy as np
 
 from pipeline import atomic
+from pipeline.audio.postings import Postings, postings_path
 from pipeline.config import IndexConfig, WhitenConfig
 from pipeline.errors import TransientError
 from pipeline.index.catalog import Catalog, Reference, Segment, Tombstone, now
@@ -53,7 +54,7 @@ from pipeline.index.structure import (
     train,
     train_size,
 )
-from pipeline.index.vectors import read_embeddings
+from pipeline.index.vectors import read_member
 from pipeline.index.whitening import Whitening
 
 log = logging.getLogger(__name__)
@@ -300,6 +301,7 @@ def _run(
     for segment in consumed:
         if segment.file:
             (index.root / "segments" / segment.file).unlink(missing_ok=True)
+            postings_path(index.root / "segments" / segment.file).unlink(missing_ok=True)
     return {
         "trained": plan.retrain,
         "training": record,
@@ -324,9 +326,14 @@ def _build_coded(
     out.reset()
     out_ivf = faiss.extract_index_ivf(out)
     copied: set[int] = set()
+    sounds: list[Postings] = []  # the members' soundtrack hashes, written beside the codes
     for segment in copy_from:
-        part = faiss.read_index(str(index.root / "segments" / segment.file))
+        part_path = index.root / "segments" / segment.file
+        part = faiss.read_index(str(part_path))
         part_ivf = faiss.extract_index_ivf(part)
+        removed = {t.num for t in stones if t.segment == segment.seg}
+        if postings_path(part_path).exists():
+            sounds.append(Postings.load(postings_path(part_path)).without(removed))
         gone = [frame_ids(t.num, t.frames) for t in stones if t.segment == segment.seg]
         if gone:
             part.remove_ids(faiss.IDSelectorBatch(np.concatenate(gone)))
@@ -342,10 +349,13 @@ def _build_coded(
     ids: list[np.ndarray] = []
     for ref in todo:
         try:
-            vectors = read_embeddings(index.root, ref.num)
+            vectors, hashes, times = read_member(index.root, ref.num)
         except FileNotFoundError:  # removed since the plan was made
             continue
         kept.append(ref.num)
+        sounds.append(Postings.build([(ref.num, hashes, times)]))
+        if not len(vectors):  # a reference that is only sound
+            continue
         batch.append(vectors)
         ids.append(frame_ids(ref.num, len(vectors)))
         if sum(len(b) for b in batch) >= ENCODE_BATCH:
@@ -354,6 +364,9 @@ def _build_coded(
     if batch:
         out.add_with_ids(np.concatenate(batch), np.concatenate(ids))
     log.info("compaction: writing segment %s (%d vectors)", name, out.ntotal)
+    sound = Postings.merge(sounds)
+    if len(sound):  # written first: a segment file is committed only with its postings
+        sound.save(postings_path(index.root / "segments" / name))
     write_index(out, index.root / "segments" / name)
     return kept, int(out.ntotal)
 

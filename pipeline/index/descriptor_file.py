@@ -16,6 +16,15 @@ A reference described with crops (``views.reference_grid``) also holds, for each
 1, ... (optional, added in issue 32):
 
     crop<k>_embeddings, crop<k>_starts, crop<k>_ends, crop<k>_weights   as above, [M_k] rows
+
+A video whose soundtrack was fingerprinted (``audio.enabled``) also holds (optional, issue 35):
+
+    audio_hashes       [M] int32 landmark hashes (pipeline/audio/fingerprint.py)
+    audio_times        [M] int32 time of each hash's anchor, in hops of 32 ms from the start
+    audio_fingerprint  0-d string: the fingerprint's version; another version is refused
+    audio_status       0-d string: ``ok``, ``no audio``, ``silent``, ...
+
+A file that is only sound has N = 0 frames (``embeddings`` [0, D]) and its hashes.
 """
 
 from __future__ import annotations
@@ -27,8 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import atomic
+from pipeline.audio.fingerprint import FINGERPRINT_ID
 from pipeline.errors import PermanentError
-from pipeline.records import VideoFeatures, crop_id
+from pipeline.records import AudioPrint, VideoFeatures, crop_id
 
 STRINGS = ("video_id", "path", "sha256", "model", "preprocess")
 FLOATS = ("duration", "fps")
@@ -53,10 +63,19 @@ def write_descriptor_file(
         for k, crop in enumerate(features.crops)
         for key, value in _arrays(crop, dtype).items()
     }
+    sound = {}
+    if features.audio is not None:
+        sound = {
+            "audio_hashes": features.audio.hashes,
+            "audio_times": features.audio.times,
+            "audio_fingerprint": np.array(FINGERPRINT_ID),
+            "audio_status": np.array(features.audio.status),
+        }
     atomic.write_npz(
         target,
         **_arrays(features, dtype),
         **crops,
+        **sound,
         video_id=np.array(features.video_id),
         path=np.array(features.path),
         sha256=np.array(sha256),
@@ -86,7 +105,8 @@ def read_descriptor_file(path: str | Path) -> DescriptorFile:
     missing = [k for k in ("embeddings", "starts", "ends", *STRINGS, *FLOATS) if k not in data]
     if missing:
         raise DescriptorFileError(f"{path}: missing {', '.join(missing)}")
-    _check_rows(path, data, "")
+    audio = _audio(path, data)
+    _check_rows(path, data, "", frameless=audio is not None and len(audio) > 0)
     crops = 0
     while f"crop{crops}_embeddings" in data:
         _check_rows(path, data, f"crop{crops}_")
@@ -114,18 +134,35 @@ def read_descriptor_file(path: str | Path) -> DescriptorFile:
     try:
         whole = features("", text["video_id"])
         whole.crops = [features(f"crop{k}_", crop_id(whole.video_id, k)) for k in range(crops)]
+        whole.audio = audio
     except ValueError as exc:
         raise DescriptorFileError(f"{path}: {exc}") from exc
     return DescriptorFile(whole, text["sha256"])
 
 
-def _check_rows(path: str | Path, data: dict, prefix: str) -> None:
-    """``prefix``embeddings are [N, D] finite floats, and its starts, ends, weights [N]."""
+def _audio(path: str | Path, data: dict) -> AudioPrint | None:
+    """The soundtrack's hashes, when the file has them (checked)."""
+    if "audio_hashes" not in data:
+        return None
+    hashes, times = data["audio_hashes"], data.get("audio_times", np.zeros(0))
+    version = str(data.get("audio_fingerprint", ""))
+    if version != FINGERPRINT_ID:
+        raise DescriptorFileError(
+            f"{path}: audio fingerprint {version!r}; this copyspan reads {FINGERPRINT_ID!r}"
+        )
+    if hashes.dtype != np.int32 or times.dtype != np.int32 or hashes.shape != times.shape:
+        raise DescriptorFileError(f"{path}: audio_hashes and audio_times must be [M] int32")
+    return AudioPrint(hashes, times, status=str(data.get("audio_status", "ok")))
+
+
+def _check_rows(path: str | Path, data: dict, prefix: str, frameless: bool = False) -> None:
+    """``prefix``embeddings are [N, D] finite floats, and its starts, ends, weights [N]
+    (``frameless``: N may be 0, a file that is only sound)."""
     embeddings = data[f"{prefix}embeddings"]
     if embeddings.ndim != 2 or embeddings.dtype not in (np.float16, np.float32):
         raise DescriptorFileError(f"{path}: {prefix}embeddings must be [N, D] float32 or float16")
     n = len(embeddings)
-    if n == 0 or not np.isfinite(embeddings).all():
+    if (n == 0 and not frameless) or not np.isfinite(embeddings).all():
         raise DescriptorFileError(f"{path}: {prefix}embeddings must be non-empty and finite")
     for name in ("starts", "ends", "weights"):
         key = prefix + name

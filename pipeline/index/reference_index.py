@@ -40,6 +40,8 @@ import faiss
 import numpy as np
 
 from pipeline import atomic
+from pipeline.audio.fingerprint import FINGERPRINT_ID
+from pipeline.audio.postings import postings_path
 from pipeline.config import IndexConfig, WhitenConfig, load_config
 from pipeline.errors import (
     IdConflictError,
@@ -62,7 +64,7 @@ from pipeline.index.structure import FLAT, Structure, choose_structure, default_
 from pipeline.index.translation import Translation
 from pipeline.index.vectors import VectorCache, sample_vectors, vector_path, write_vectors
 from pipeline.index.whitening import Whitening, fit_whitening
-from pipeline.records import CROP_MARK, VideoFeatures, crop_id, crop_parent
+from pipeline.records import CROP_MARK, AudioPrint, VideoFeatures, crop_id, crop_parent
 
 log = logging.getLogger(__name__)
 MAX_CROPS = 16  # views.reference_grid is at most 4
@@ -226,6 +228,23 @@ class ReferenceIndex:
             "disk_bytes": self._disk_bytes(),
             "compaction_due": self.compaction_due(),
             "compaction": compaction_state(self.root),  # running, since, pid, requested
+            "audio": self._audio_info(),
+        }
+
+    def _audio_info(self) -> dict:
+        """The soundtrack hashes the index holds (pipeline/audio/): those a searcher of this
+        process holds (None until one is loaded: info must not load a large catalog), and the
+        bytes of the coded segments' postings on disk."""
+        searcher = self._searcher
+        hashes = None
+        if isinstance(searcher, LocalSearcher):  # shard actors hold theirs elsewhere
+            searcher.refresh()
+            hashes = sum(len(s.audio) for s in searcher.loaded.values())
+        postings = (self.root / "segments").glob("*.audio.npy")
+        return {
+            "fingerprint": self.catalog.meta("audio_fingerprint"),
+            "hashes": hashes,
+            "postings_bytes": sum(p.stat().st_size for p in postings),
         }
 
     def bank_summary(self) -> dict[str, dict]:
@@ -534,6 +553,7 @@ class ReferenceIndex:
         descriptor and segment files the catalog does not name. Returns their names."""
         live = {r.num for r in self.catalog.references()}
         files = {s.file for s in self.catalog.segments() if s.file}
+        files |= {postings_path(Path(f)).name for f in files}  # their soundtrack hashes
         stale = [p for p in self.root.rglob(".*.tmp")]
         for path in (self.root / "vectors").glob("*.npz"):
             if not path.stem.isdigit() or int(path.stem) not in live:
@@ -621,6 +641,8 @@ class ReferenceIndex:
             self.catalog.set_meta("shards", str(self.config.shards))
         if features.preprocess and self.catalog.meta("preprocess") is None:
             self.catalog.set_meta("preprocess", features.preprocess)
+        if features.audio is not None and self.catalog.meta("audio_fingerprint") is None:
+            self.catalog.set_meta("audio_fingerprint", FINGERPRINT_ID)
         segment = self.catalog.open_segment(self.shards, self.config.segment_vectors)
         ref = Reference(
             num=0,
@@ -735,6 +757,9 @@ class ReferenceIndex:
             model=self.model or ref.model,  # a translated reference's are in the index's space
             fps=ref.fps,
             weights=data.get("weights"),  # absent in indexes written before weights existed
+            audio=AudioPrint(data["audio_hashes"], data["audio_times"])
+            if "audio_hashes" in data
+            else None,
         )
 
     @property
@@ -762,6 +787,11 @@ class ReferenceIndex:
         sims, ids = self.searcher.search(np.ascontiguousarray(embeddings, np.float32), k)
         nums, frames = split_ids(ids)
         return sims, nums, frames
+
+    def search_audio(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored posting of the query's landmark hashes (pipeline/audio/): query
+        positions, reference numbers, reference columns."""
+        return self.searcher.search_audio(np.asarray(hashes, np.int32))
 
     def search_videos(self, descriptors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """kNN over video-level descriptors: similarities and reference numbers, each [M, k];

@@ -22,9 +22,10 @@ from typing import Protocol
 import faiss
 import numpy as np
 
+from pipeline.audio.postings import Postings, postings_path
 from pipeline.index.catalog import Catalog, Segment, Snapshot, Tombstone
 from pipeline.index.structure import default_nprobe
-from pipeline.index.vectors import read_embeddings
+from pipeline.index.vectors import read_member
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,19 @@ class Searcher(Protocol):
         """[N, D] float32 -> (similarities, ids), each [N, k], best first."""
         ...
 
+    def search_audio(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored posting of each landmark hash (pipeline/audio/postings.py): query
+        positions, reference numbers, reference columns."""
+        ...
+
 
 class LoadedSegment:
-    def __init__(self, segment: Segment, index: faiss.Index, last_num: int = 0):
+    def __init__(
+        self, segment: Segment, index: faiss.Index, last_num: int = 0, audio: Postings | None = None
+    ):
         self.segment = segment
         self.index = index
+        self.audio = audio or Postings()  # the members' soundtrack hashes
         self.last_num = last_num  # flat: the highest member number loaded
         self.skip: set[int] = set()  # tombstoned reference numbers
         self._selector = None
@@ -166,19 +175,27 @@ def load_flat(root: Path, catalog: Catalog, segment: Segment, dim: int) -> Loade
 
 def append_members(root: Path, catalog: Catalog, loaded: LoadedSegment) -> None:
     """Add the flat segment's members numbered above the last one loaded."""
+    sounds = []
     for ref in catalog.members(loaded.segment.seg, after=loaded.last_num):
         try:
-            vectors = read_embeddings(root, ref.num)
+            vectors, hashes, times = read_member(root, ref.num)
         except FileNotFoundError:  # removed since the snapshot: its tombstone follows
             log.warning("descriptors of %s (#%d) are gone; skipped", ref.id, ref.num)
             continue
-        loaded.index.add_with_ids(vectors, frame_ids(ref.num, len(vectors)))
+        if len(vectors):  # a reference that is only sound has no frames
+            loaded.index.add_with_ids(vectors, frame_ids(ref.num, len(vectors)))
+        sounds.append((ref.num, hashes, times))
         loaded.last_num = ref.num
+    if any(len(h) for _, h, _ in sounds):
+        loaded.audio = Postings.merge([loaded.audio, Postings.build(sounds)])
 
 
 def load_coded(root: Path, segment: Segment) -> LoadedSegment:
     assert segment.file is not None
-    return LoadedSegment(segment, faiss.read_index(str(root / "segments" / segment.file)))
+    path = root / "segments" / segment.file
+    sound = postings_path(path)  # absent in segments written before audio
+    audio = Postings.load(sound) if sound.exists() else None
+    return LoadedSegment(segment, faiss.read_index(str(path)), audio=audio)
 
 
 class LocalSearcher:
@@ -212,7 +229,7 @@ class LocalSearcher:
                 ivf = faiss.extract_index_ivf(s.index)
                 total += int(ivf.ntotal) * (ivf.code_size + 8)
             else:
-                total += int(s.index.ntotal) * (s.index.d * 4 + 8)
+                total += int(s.index.ntotal) * (s.index.d * 4 + 8) + s.audio.nbytes
         return total
 
     def refresh(self) -> None:
@@ -278,3 +295,10 @@ class LocalSearcher:
                 parts += [s.search_assigned(chunk, k, cells, cell_sims, nprobe) for s in group]
             merged.append(merge_topk(parts, k))
         return np.concatenate([m[0] for m in merged]), np.concatenate([m[1] for m in merged])
+
+    def search_audio(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self.refresh()
+        parts = [s.audio.lookup(hashes, s.skip) for s in self.loaded.values() if len(s.audio)]
+        if not parts:
+            return Postings().lookup(hashes)
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]

@@ -29,20 +29,35 @@ def vector_path(root: Path, num: int) -> Path:
 
 def write_vectors(root: Path, num: int, features: VideoFeatures) -> Path:
     path = vector_path(root, num)
+    sound = {}
+    if features.audio is not None:  # the soundtrack's landmark hashes (pipeline/audio/)
+        sound = {"audio_hashes": features.audio.hashes, "audio_times": features.audio.times}
     atomic.write_npz(
         path,
         embeddings=features.embeddings.astype(STORED_DTYPE),
         starts=features.starts,
         ends=features.ends,
         weights=features.weights,
+        **sound,
     )
     return path
 
 
 def read_embeddings(root: Path, num: int) -> np.ndarray:
     """[N, D] float32 frame descriptors of one reference."""
+    return read_member(root, num)[0]
+
+
+def read_member(root: Path, num: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One reference's [N, D] float32 frame descriptors and its soundtrack's landmark hashes
+    and their columns ([M] int32 each; empty for a reference without sound)."""
     with np.load(vector_path(root, num), allow_pickle=False) as data:
-        return data["embeddings"].astype(np.float32)
+        empty = np.zeros(0, np.int32)
+        return (
+            data["embeddings"].astype(np.float32),
+            data["audio_hashes"] if "audio_hashes" in data.files else empty,
+            data["audio_times"] if "audio_times" in data.files else empty,
+        )
 
 
 class VectorCache:

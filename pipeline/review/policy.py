@@ -63,7 +63,33 @@ def passes(policy: AlertPolicy, match: Match, amounts: dict, bank: Bank | None =
             amounts["upload_share"] >= policy.min_upload_share
             and amounts["reference_share"] >= policy.min_reference_share
         )
-    return shares and amounts["copied_s"] >= policy.min_copied_s and match.score >= policy.min_score
+    return (
+        shares
+        and amounts["copied_s"] >= policy.min_copied_s
+        and weighed_score(policy, match) >= policy.min_score
+        and rests_on(policy.require, match)
+    )
+
+
+def weighed_score(policy: AlertPolicy, match: Match) -> float:
+    """The match's score for the policy: its best segment's, a segment found by the sound alone
+    counted at ``audio_weight``."""
+    if not match.segments:
+        return match.score
+    weight = {"audio": policy.audio_weight}
+    return max(s.score * weight.get(s.modality, 1.0) for s in match.segments)
+
+
+def rests_on(require: str, match: Match) -> bool:
+    """Whether the match has the evidence ``require`` asks for: ``video`` (a segment the
+    picture found), ``audio`` (one the sound found), ``both`` (each) or ``any``."""
+    found = {s.modality for s in match.segments}
+    picture, sound = bool(found & {"video", "both"}), bool(found & {"audio", "both"})
+    return {"any": True, "video": picture, "audio": sound, "both": picture and sound}[require]
+
+
+# Policy keys added after alert ids existed: at these values they leave the ids as they were.
+_LATER_POLICY_DEFAULTS = {"require": "any", "audio_weight": 1.0}
 
 
 def _customised(bank: Bank | None) -> bool:
@@ -81,17 +107,27 @@ def alert_id(
 ) -> str:
     """Same upload content, reference, segments, policy, bank (and stage) give the same id, so
     a redelivered upload never creates a second distinct alert."""
+    policy_key = {
+        k: v for k, v in asdict(policy).items() if _LATER_POLICY_DEFAULTS.get(k, object()) != v
+    }
     key: dict[str, Any] = {
         "content": content_sha256,
         "reference": match.reference_id,
-        "segments": [s.to_dict() for s in match.segments],
-        "policy": asdict(policy),
+        # A segment's modality joined later: the picture's ("video") leaves ids as they were.
+        "segments": [_id_fields(s.to_dict()) for s in match.segments],
+        "policy": policy_key,
     }
     if stage != "final":  # final alerts keep the ids they had before stages existed
         key["stage"] = stage
     if _customised(bank):
         key["bank"] = {k: v for k, v in bank.to_dict().items() if k not in ("created_at",)}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _id_fields(segment: dict[str, Any]) -> dict[str, Any]:
+    if segment.get("modality") == "video":
+        return {k: v for k, v in segment.items() if k != "modality"}
+    return segment
 
 
 def build_alert(

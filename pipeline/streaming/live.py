@@ -20,12 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import atomic
+from pipeline.audio.decode import segment_samples
+from pipeline.audio.fingerprint import HOP_S, QUERY, StreamingFingerprinter
 from pipeline.config import Config
 from pipeline.describe.decode import target_size
 from pipeline.describe.describer import Describer
 from pipeline.index import ReferenceIndex
 from pipeline.match import MatchStages
-from pipeline.records import SampledFrames
+from pipeline.records import AudioPrint, SampledFrames
 from pipeline.review.policy import build_alert
 from pipeline.streaming.hls import HlsSegment, PlaylistFollower
 from pipeline.streaming.matcher import StreamingQuery
@@ -64,6 +66,8 @@ class LiveStream:
         self.streaming = StreamingQuery(stages, index)
         self.alerted: dict[str, dict] = {}
         self.size: tuple[int, int] | None = None
+        self.heard: list[AudioPrint] = []  # the sound of segments sampled, not yet matched
+        self.listener = self._listener(self.clock)
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -85,12 +89,14 @@ class LiveStream:
                             segment.sequence, exc, segment.duration)  # fmt: skip
                 self._gap(segment)
             else:
+                self._hear(segment)
                 self.buffer.extend(frames)
                 window = round(cfg.live_window_s * self.config.decode.fps)
                 while len(self.buffer) >= window:
                     self._match(self.buffer[:window])
                     self.buffer = self.buffer[window:]
             self._save()
+        self._hear(None)
         if self.buffer:
             self._match(self.buffer)
             self.buffer = []
@@ -130,6 +136,27 @@ class LiveStream:
         self.next_span = k
         return picked
 
+    # ---- the sound ---------------------------------------------------------------------------
+
+    def _listener(self, clock: float) -> StreamingFingerprinter | None:
+        """The stream's sound fingerprinted on its own clock, from ``clock`` seconds."""
+        if not self.config.audio.enabled:
+            return None
+        return StreamingFingerprinter(QUERY, first_col=round(clock / HOP_S))
+
+    def _hear(self, segment: HlsSegment | None) -> None:
+        """Take a segment's sound (None: the stream ended, every hash settles); its hashes
+        join the next window matched. A segment without readable sound is silence."""
+        if self.listener is None:
+            return
+        if segment is None:
+            self.heard.append(self.listener.push(np.zeros(0, np.float32), last=True))
+            return
+        samples, status = segment_samples(segment.path, segment.duration)
+        heard = self.listener.push(samples)
+        heard.status = status
+        self.heard.append(heard)
+
     def _rgb(self, frame) -> np.ndarray:
         if self.size is None:
             self.size = target_size(frame.width, frame.height, self.config.decode.short_side)
@@ -147,15 +174,21 @@ class LiveStream:
         )  # fmt: skip
         self.buffer_first = first + len(frames)
         window = self.describer.describe_sampled(sampled, self.name)
+        if self.listener is not None:
+            window.audio = AudioPrint.concat(self.heard)
+            self.heard = []
         self._alert(self.streaming.add(window))
 
     def _gap(self, segment: HlsSegment) -> None:
         """Finish what was open before an unreadable segment; match again after it."""
+        self._hear(None)
         if self.buffer:
             self._match(self.buffer)
             self.buffer = []
         self._finish()
         self.streaming = StreamingQuery(self.stages, self.index)
+        self.heard = []
+        self.listener = self._listener(segment.start + segment.duration)
         fps = self.config.decode.fps
         self.next_span = max(self.next_span, round((segment.start + segment.duration) * fps))
         self.buffer_first = self.next_span
@@ -164,6 +197,9 @@ class LiveStream:
     def _finish(self) -> None:
         if self.streaming.last is None:
             return
+        if self.heard:  # the sound of the last segments, settled after the last window
+            self._alert(self.streaming.hear(AudioPrint.concat(self.heard)))
+            self.heard = []
         before = {num: len(segments) for num, segments in self.streaming.final.items()}
         self.streaming.finish(refine=False)  # no single file to reread on a live stream
         grown = [n for n, s in self.streaming.final.items() if len(s) > before.get(n, 0)]

@@ -22,10 +22,14 @@ import dataclasses
 import logging
 import time
 
+import numpy as np
+
+from pipeline.audio.fuse import fuse
+from pipeline.audio.match import AudioVotes
 from pipeline.index import Reference, ReferenceIndex
 from pipeline.match import MatchStages
 from pipeline.match.sync import tell_each
-from pipeline.records import Match, QueryResult, Segment, VideoFeatures, crop_parent
+from pipeline.records import AudioPrint, Match, QueryResult, Segment, VideoFeatures, crop_parent
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,10 @@ class StreamingQuery:
         self.final: dict[int, list[Segment]] = {}
         self.timings: dict[str, float] = {"search": 0.0, "align": 0.0}
         self.last: VideoFeatures | None = None
+        self.votes = AudioVotes()  # the soundtrack's agreeing hashes per reference
+        self.sound: dict[int, list[Segment]] = {}  # reference -> audio segments so far
+        self.heard_s = 0.0  # seconds of the query's sound received
+        self.sound_status: str | None = None
 
     # ---- windows ---------------------------------------------------------------------------
 
@@ -81,7 +89,68 @@ class StreamingQuery:
                 changed.append(num)
         self._forget_old()
         self.timings["align"] += time.perf_counter() - searched
+        if window.audio is not None:
+            changed += [num for num in self.hear(window.audio) if num not in changed]
         return changed
+
+    # ---- the soundtrack ----------------------------------------------------------------------
+
+    def hear(self, sound: AudioPrint) -> list[int]:
+        """Search the next stretch of the query's sound (a window's, or what a live stream's
+        last segments left); returns the references whose audio segments changed."""
+        started = time.perf_counter()
+        self.heard_s += sound.seconds
+        self.sound_status = sound.status
+        if not len(sound) or not self.stages.config.audio.enabled:
+            return []
+        positions, nums, times = self.index.search_audio(sound.hashes)
+        inside = self._in_scope(nums)
+        positions, nums, times = positions[inside], nums[inside], times[inside]
+        heard = self.votes.add(sound.times[positions].astype(np.int64), nums, times)
+        changed = []
+        for num in heard:
+            found = self.votes.segments(num, self.stages.config.audio, self.heard_s)
+            if found != self.sound.get(num, []):
+                self.sound[num] = found
+                changed.append(num)
+        self.timings["audio_search"] = (
+            self.timings.get("audio_search", 0.0) + time.perf_counter() - started
+        )
+        return changed
+
+    def _in_scope(self, nums: np.ndarray) -> np.ndarray:
+        """Which hits are of references this query may match (in scope, still indexed)."""
+        allowed = {}
+        for num in np.unique(nums).tolist():
+            ref = self.refs.get(num) or self.index.lookup(num)
+            ok = ref is not None and (self.scope is None or ref.bank in self.scope)
+            if ok:
+                self.refs[num] = ref
+            allowed[num] = ok
+        return np.array([allowed[n] for n in nums.tolist()], bool)
+
+    def _sounded(self, match: Match) -> Match:
+        """``match`` with its reference's audio segments fused in (pipeline/audio/fuse.py)."""
+        num = self._parent_num(match.reference_id)
+        heard = self.sound.get(num, []) if num is not None else []
+        if not heard:
+            return match
+        segments = fuse(match.segments, heard, self.refs[num].duration)
+        return dataclasses.replace(match, segments=segments, score=max(s.score for s in segments))
+
+    def _parent_num(self, reference_id: str) -> int | None:
+        return next((n for n, r in self.refs.items() if r.id == reference_id), None)
+
+    def _heard_only(self, reported: set[str], wanted: set[int] | None = None) -> list[Match]:
+        """Matches on sound alone: references the picture did not find."""
+        found = []
+        for num, segments in self.sound.items():
+            ref = self.refs[num]
+            if not segments or ref.id in reported or (wanted is not None and num not in wanted):
+                continue
+            match = self._empty_match(ref)
+            found.append(self._sounded(match))
+        return [m for m in found if m.segments]
 
     def finish(self, refine: bool = True, on_final=None) -> QueryResult:
         """Align what is still open, refine every span (``refine``: from the query's native
@@ -98,10 +167,16 @@ class StreamingQuery:
         if query is None:
             raise ValueError("finish() before any window")
         durations = {reported_id(self.refs[n].id): self.refs[n].duration for n in self.final}
+        # Spans are refined on the picture; the sound joins each match as it is final.
+        told = None if on_final is None else (lambda m: on_final(self._sounded(m)))
         if refine:
-            matches = self.stages.refiner.refine(matches, query, durations, on_final)
+            matches = self.stages.refiner.refine(matches, query, durations, told)
         else:
-            tell_each(on_final, matches)
+            tell_each(told, matches)
+        matches = [self._sounded(m) for m in matches]
+        heard = self._heard_only({m.reference_id for m in matches})
+        tell_each(on_final, heard)
+        matches = sorted(matches + heard, key=lambda m: -m.score)
         self.timings["refine"] = time.perf_counter() - aligned
         return QueryResult(
             query_id=query.video_id,
@@ -109,19 +184,25 @@ class StreamingQuery:
             duration=round(query.duration, 3),
             matches=matches,
             timings=dict(self.timings),
+            audio=self.sound_status,
         )
 
     def match(self, num: int) -> Match:
-        """The final segments found so far against one reference, as a match."""
+        """The final segments the picture found so far against one reference, as a match."""
         ref = self.refs[num]
         segments = sorted(self.final[num], key=lambda s: s.query_start)
         if crop_parent(ref.id) is not None:
             segments = [_sparse(s, ref.duration / max(1, ref.frames)) for s in segments]
+        return dataclasses.replace(
+            self._empty_match(ref), score=max(s.score for s in segments), segments=segments
+        )
+
+    def _empty_match(self, ref: Reference) -> Match:
         if ref.bank not in self.actions:
             bank = self.index.bank(ref.bank)
             self.actions[ref.bank] = bank.action if bank else "alert"
-        return Match(reported_id(ref.id), ref.path, max(s.score for s in segments), segments,
-                     bank=ref.bank, action=self.actions[ref.bank])  # fmt: skip
+        return Match(reported_id(ref.id), ref.path, 0.0, [], bank=ref.bank,
+                     action=self.actions[ref.bank])  # fmt: skip
 
     def matches_of(self, nums: list[int]) -> list[tuple[Match, Reference]]:
         """The final matches so far of the references of ``nums`` (a crop's: its parent's,
@@ -132,11 +213,13 @@ class StreamingQuery:
         for num, segments in self.final.items():
             if segments and (parent := reported_id(self.refs[num].id)) in wanted:
                 found.setdefault(parent, []).append(num)
-        return [
-            (merged, self.refs[group[0]])
+        seen = [
+            (self._sounded(merged), self.refs[group[0]])
             for group in found.values()
             for merged in merge_crops([(self.refs[n].id, self.match(n)) for n in group])
         ]
+        heard = self._heard_only(set(found), {n for n in nums if n in self.sound})
+        return seen + [(m, self.refs[self._parent_num(m.reference_id)]) for m in heard]
 
     # ---- alignment over a stretch of the query -----------------------------------------------
 

@@ -259,8 +259,10 @@ def _same_description(target: Path, sha: str, detector) -> bool:
         return False
     features = found.features
     crops = crop_count(detector.config.views)  # an older file may have none
-    return (found.sha256, features.model, features.preprocess, len(features.crops)) == (
-        sha, detector.embedder.model_id, detector.preprocess, crops,
+    sound = detector.config.audio.enabled  # ... nor the soundtrack's hashes
+    return (found.sha256, features.model, features.preprocess, len(features.crops),
+            sound and features.audio is None) == (
+        sha, detector.embedder.model_id, detector.preprocess, crops, False,
     )  # fmt: skip
 
 

@@ -35,7 +35,9 @@ def data_uri(image: np.ndarray, kind: str = ".png") -> str:
 
 
 def timeline_svg(segments: list[dict], query_s: float, reference_s: float) -> str:
-    """The query (top) and reference (bottom) as bars; each copied span drawn on both, joined."""
+    """The query (top) and reference (bottom) as bars; each copied span drawn on both, joined.
+    Between them, the sound lane marks the upload spans the soundtrack matched (a segment's
+    ``modality`` ``audio`` or ``both``; a span the picture alone found leaves it empty)."""
     width, left, right = TIMELINE_WIDTH, 90, 60
     span = width - left - right
 
@@ -43,28 +45,36 @@ def timeline_svg(segments: list[dict], query_s: float, reference_s: float) -> st
         return left + span * min(max(t, 0.0), total) / max(total, 1e-6)
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="84" '
-        f'viewBox="0 0 {width} 84" role="img" aria-label="copied spans">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="98" '
+        f'viewBox="0 0 {width} 98" role="img" aria-label="copied spans">',
         '<text x="4" y="20" class="lab">upload</text>',
-        '<text x="4" y="72" class="lab">reference</text>',
+        '<text x="4" y="37" class="lab">sound</text>',
+        '<text x="4" y="86" class="lab">reference</text>',
         f'<rect x="{left}" y="10" width="{span}" height="14" class="bar"/>',
-        f'<rect x="{left}" y="60" width="{span}" height="14" class="bar"/>',
+        f'<rect x="{left}" y="30" width="{span}" height="8" class="bar"/>',
+        f'<rect x="{left}" y="74" width="{span}" height="14" class="bar"/>',
         f'<text x="{left + span + 4}" y="21" class="lab">{clock(query_s)}</text>',
-        f'<text x="{left + span + 4}" y="71" class="lab">{clock(reference_s)}</text>',
+        f'<text x="{left + span + 4}" y="85" class="lab">{clock(reference_s)}</text>',
     ]
     for s in segments:
         q0, q1 = x(s["query_start"], query_s), x(s["query_end"], query_s)
         r0, r1 = x(s["reference_start"], reference_s), x(s["reference_end"], reference_s)
+        modality = s.get("modality", "video")
         tip = html.escape(
             f"{clock(s['query_start'])}-{clock(s['query_end'])} copies "
-            f"{clock(s['reference_start'])}-{clock(s['reference_end'])}"
+            f"{clock(s['reference_start'])}-{clock(s['reference_end'])} ({modality})"
         )
         parts += [
-            f'<polygon points="{q0:.1f},24 {q1:.1f},24 {r1:.1f},60 {r0:.1f},60" class="join">'
+            f'<polygon points="{q0:.1f},24 {q1:.1f},24 {r1:.1f},74 {r0:.1f},74" class="join">'
             f"<title>{tip}</title></polygon>",
             f'<rect x="{q0:.1f}" y="10" width="{max(q1 - q0, 1):.1f}" height="14" class="span"/>',
-            f'<rect x="{r0:.1f}" y="60" width="{max(r1 - r0, 1):.1f}" height="14" class="span"/>',
+            f'<rect x="{r0:.1f}" y="74" width="{max(r1 - r0, 1):.1f}" height="14" class="span"/>',
         ]
+        if modality in ("audio", "both"):
+            parts.append(
+                f'<rect x="{q0:.1f}" y="30" width="{max(q1 - q0, 1):.1f}" height="8" '
+                f'class="sound"><title>{tip}</title></rect>'
+            )
     parts.append("</svg>")
     return "".join(parts)
 

@@ -110,12 +110,12 @@ def _match_block(
     rows = "".join(
         f"<tr><td>{clock(s['query_start'])}–{clock(s['query_end'])}</td>"
         f"<td>{clock(s['reference_start'])}–{clock(s['reference_end'])}</td>"
-        f"<td>{s['score']:.2f}</td></tr>"
+        f"<td>{s['score']:.2f}</td><td>{s.get('modality', 'video')}</td></tr>"
         for s in segments
     )
     figure = ""
-    if descriptors is not None and ref is not None:
-        features = index.features(ref)
+    features = index.features(ref) if descriptors is not None and ref is not None else None
+    if features is not None and len(features) and len(descriptors["embeddings"]):
         image = heatmap(descriptors["embeddings"], descriptors["starts"], features.embeddings,
                         features.starts, segments)  # fmt: skip
         figure = (
@@ -145,7 +145,8 @@ def _match_block(
         f"({100 * copied / max(duration, 1e-6):.0f}%) and {clock(copied_ref)} of the reference "
         f"({100 * copied_ref / max(ref_duration, 1e-6):.0f}%)</p>{verdict_text}"
         f"{timeline_svg(segments, duration, ref_duration)}"
-        f'<div class="row"><table><tr><th>upload</th><th>reference</th><th>score</th></tr>'
+        '<div class="row"><table><tr><th>upload</th><th>reference</th><th>score</th>'
+        "<th>found by</th></tr>"
         f"{rows}</table>{figure}</div>"
         '<p class="legend">frames at the start, middle and end of each segment: the '
         "upload's above, the reference's below</p>"
@@ -192,7 +193,7 @@ table.seg,td,th{font-variant-numeric:tabular-nums}th{text-align:left;color:#555}
 .thumbs{display:flex;flex-wrap:wrap;gap:8px;margin:8px 0}
 .pair{display:flex;flex-direction:column;align-items:center;font-size:12px;color:#555}
 .pair img{display:block;margin:1px}.heat{image-rendering:pixelated;border:1px solid #ccc}
-.bar{fill:#e3e3e3}.span{fill:#d9534f}.join{fill:#d9534f;opacity:.25}.lab{font-size:11px;fill:#444}
+.bar{fill:#e3e3e3}.span{fill:#d9534f}.sound{fill:#337ab7}.join{fill:#d9534f;opacity:.25}.lab{font-size:11px;fill:#444}
 .controls{position:sticky;top:0;background:#fafafa;padding:6px 0;border-bottom:1px solid #ddd}
 .review button{margin-right:4px}.legend{color:#666;margin:4px 0 0}
 .verdict{color:#1a6}.failed li{color:#a33}
