@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.edits import run_ffmpeg
+from benchmarks.edits import CANVAS, run_ffmpeg
 from benchmarks.footage import clips, extra_clips
 from benchmarks.run import publish, section_header
 from benchmarks.sounds import RATE, music, read_pcm, rms, speech, write_wav
@@ -53,7 +53,7 @@ REFERENCE_PICTURES = ("bigbuckbunny", "bikes", "box", "cup", "tree", "vtest", "c
                       "cityCC0")  # fmt: skip
 OTHER_PICTURES = ("Megamind", "Megamind_bugy", "world", "world_cut", "titlecard")
 REFERENCE_S = 60.0
-SIZE = (480, 270)
+SIZE = CANVAS  # the picture size of the main benchmark: its cost per hour is comparable
 POSITIVE = ("inset", "other_pictures", "voiceover", "lowbitrate_mono", "noise_zoom", "audio_only")
 NEGATIVE = ("other_music", "speech_only", "silence", "hum", "applause", "no_audio",
             "audio_only_other")  # fmt: skip
@@ -294,32 +294,107 @@ def run(data: Path, config: Config, work: Path) -> dict:
     meta = json.loads((data / "dataset.json").read_text())
     out: dict = {"hashes_per_s": hashes / sound_s, "reference_sound_s": sound_s, "runs": {}}
     queries = sorted((data / "queries").iterdir())
-    for label, variant in (("with sound", config), ("picture only", picture_only)):
-        runner = CopyDetector(variant, embedder=detector.embedder)
-        boxes: list[Box] = []
-        errors: dict[str, str] = {}
-        seconds = {"video": 0.0, "audio_only": 0.0}
-        wall = {"video": 0.0, "audio_only": 0.0}
-        for path in queries:
-            kind = "audio_only" if path.suffix == ".mp3" else "video"
-            started = time.perf_counter()
-            try:
-                result = runner.query(path, index)
-            except Exception as exc:
-                errors[path.stem] = str(exc)
-                continue
-            wall[kind] += time.perf_counter() - started
-            seconds[kind] += result.duration or 0.0
-            boxes.extend(result.segment_boxes())
-            if label == "with sound":
-                for m in result.matches:
-                    for s in m.segments:
-                        out.setdefault("modalities", {}).setdefault(s.modality, 0)
-                        out["modalities"][s.modality] += 1
-        out["runs"][label] = {"boxes": boxes, "errors": errors, "seconds": seconds, "wall": wall}
+    # Both passes twice, alternating: each label's cost is its faster pass (a shared machine's
+    # noise only ever adds time); the figures of accuracy are the same in every pass.
+    for _ in range(2):
+        for label, variant in (("with sound", config), ("picture only", picture_only)):
+            run = _query_all(CopyDetector(variant, embedder=detector.embedder), index, queries)
+            best = out["runs"].get(label)
+            if best is None or sum(run["wall"].values()) < sum(best["wall"].values()):
+                out["runs"][label] = run
+    out["modalities"] = out["runs"]["with sound"].pop("modalities")
+    out["runs"]["picture only"].pop("modalities")
     index.close()
     out["families"] = {q["query"]: q["family"] for q in meta["queries"]}
     return out
+
+
+def _query_all(runner: CopyDetector, index: ReferenceIndex, queries: list[Path]) -> dict:
+    boxes: list[Box] = []
+    errors: dict[str, str] = {}
+    seconds = {"video": 0.0, "audio_only": 0.0}
+    wall = {"video": 0.0, "audio_only": 0.0}
+    sound_stages = 0.0  # decode + fingerprint + search of the sound, in video queries
+    modalities: dict[str, int] = {}
+    for path in queries:
+        kind = "audio_only" if path.suffix == ".mp3" else "video"
+        started = time.perf_counter()
+        try:
+            result = runner.query(path, index)
+        except Exception as exc:
+            errors[path.stem] = str(exc)  # a failed query is a figure, not a stop
+            continue
+        wall[kind] += time.perf_counter() - started
+        seconds[kind] += result.duration or 0.0
+        if kind == "video":
+            sound_stages += sum(result.timings.get(k, 0.0) for k in ("audio", "audio_search"))
+        boxes.extend(result.segment_boxes())
+        for segment in (s for m in result.matches for s in m.segments):
+            modalities[segment.modality] = modalities.get(segment.modality, 0) + 1
+    return {"boxes": boxes, "errors": errors, "seconds": seconds, "wall": wall,
+            "sound_stages": sound_stages, "modalities": modalities}  # fmt: skip
+
+
+# ---- the peer: Chromaprint ----------------------------------------------------------------
+
+CHROMAPRINT_ITEM_S = 4096 / 3 / 11025  # seconds per item of a raw Chromaprint fingerprint
+CHROMAPRINT_WINDOW = 64  # items (7.9 s) of the query compared at a time
+CHROMAPRINT_MAX_BER = 0.35  # bit error rate under which a window is a copy
+
+
+def _fpcalc() -> str | None:
+    """Debian ``libchromaprint-tools``' fpcalc, installed with apt-get when missing."""
+    import shutil
+    import subprocess
+
+    if shutil.which("fpcalc") is None:
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "libchromaprint-tools"],
+                       capture_output=True)  # fmt: skip
+    return shutil.which("fpcalc")
+
+
+def _chromaprint(fpcalc: str, path: Path) -> np.ndarray:
+    import subprocess
+
+    out = subprocess.run([fpcalc, "-raw", "-length", "3600", str(path)],
+                         capture_output=True, text=True).stdout  # fmt: skip
+    line = next((x for x in out.splitlines() if x.startswith("FINGERPRINT=")), "FINGERPRINT=")
+    values = [int(v) for v in line.split("=", 1)[1].split(",") if v]
+    return np.array(values, np.int64).astype(np.uint32)
+
+
+def run_chromaprint(data: Path) -> dict | None:
+    """Chromaprint as the matcher: each 7.9 s window of a query slid over each reference; a
+    window under ``CHROMAPRINT_MAX_BER`` bits wrong is a copy, its span the windows that are."""
+    fpcalc = _fpcalc()
+    if fpcalc is None:
+        return None
+    refs = {p.stem: _chromaprint(fpcalc, p) for p in sorted((data / "references").iterdir())}
+    started = time.perf_counter()
+    boxes: list[Box] = []
+    for path in sorted((data / "queries").iterdir()):
+        query = _chromaprint(fpcalc, path)
+        for name, ref in refs.items():
+            hits = []
+            for lo in range(
+                0, max(1, len(query) - CHROMAPRINT_WINDOW + 1), CHROMAPRINT_WINDOW // 2
+            ):
+                window = query[lo : lo + CHROMAPRINT_WINDOW]
+                if len(window) < CHROMAPRINT_WINDOW or len(ref) < len(window):
+                    continue
+                shifts = np.lib.stride_tricks.sliding_window_view(ref, len(window))
+                errors = np.unpackbits((shifts ^ window).view(np.uint8), axis=1).mean(axis=1)
+                best = int(np.argmin(errors))
+                if errors[best] < CHROMAPRINT_MAX_BER:
+                    hits.append((lo, best))
+            if hits:
+                q0, q1 = hits[0][0], hits[-1][0] + CHROMAPRINT_WINDOW
+                r0 = hits[0][1]
+                item = CHROMAPRINT_ITEM_S
+                boxes.append(Box(path.stem, name, q0 * item, q1 * item, r0 * item,
+                                 (r0 + q1 - q0) * item))  # fmt: skip
+    return {"boxes": boxes, "seconds": time.perf_counter() - started}
 
 
 def _score(truth: list[Box], boxes: list[Box], families: dict[str, str]) -> dict:
@@ -361,31 +436,38 @@ def render(tag: str, command: str, figures: dict, scored: dict[str, dict]) -> st
         run = figures["runs"][label]
         lines.append(f"| {label} | {s['f1']:.3f} | {s['segment_ap']:.3f} | {s['pair_recall']:.3f} "
                      f"| {s['false_alarm_pairs']} | {len(run['errors'])} |")  # fmt: skip
-    lines += ["", "Per family (with sound; picture only in brackets):", "",
-              "| family | pairs | pair recall | F1 | false-alarm pairs |",
-              "| --- | --- | --- | --- | --- |"]  # fmt: skip
-    for family in POSITIVE:
-        e, p = sound["per_edit"].get(family, {}), picture["per_edit"].get(family, {})
-        fa = sound["false_alarms_by_family"].get(family, 0)
-        recall = f"{e.get('pair_recall', 0):.2f} ({p.get('pair_recall', 0):.2f})"
-        f1 = f"{e.get('f1', 0):.3f} ({p.get('f1', 0):.3f})"
-        lines.append(f"| {family} | {e.get('pairs', 0)} | {recall} | {f1} | {fa} |")
-    for family in NEGATIVE:
-        fa = sound["false_alarms_by_family"].get(family, 0)
-        fp = picture["false_alarms_by_family"].get(family, 0)
-        lines.append(f"| {family} (negatives) | 0 | | | {fa} ({fp}) |")
+    peer = scored.get("Chromaprint (peer)")
+    lines += ["", "Per family: pair recall and F1 with the sound, for the picture alone, and for "
+              "Chromaprint; false-alarm pairs in the same order:", "",
+              "| family | pairs | with sound | picture only | Chromaprint | false alarms |",
+              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+
+    def cell(figures: dict | None, family: str) -> str:
+        e = (figures or {}).get("per_edit", {}).get(family)
+        return f"{e['pair_recall']:.2f} / {e['f1']:.3f}" if e else ""
+
+    for family in (*POSITIVE, *NEGATIVE):
+        runs = [sound, picture, peer]
+        alarms = " / ".join(str(r["false_alarms_by_family"].get(family, 0)) for r in runs if r)
+        pairs = sound["per_edit"].get(family, {}).get("pairs", 0)
+        label = family if family in POSITIVE else f"{family} (negatives)"
+        lines.append(f"| {label} | {pairs} | {cell(sound, family)} | {cell(picture, family)} | "
+                     f"{cell(peer, family)} | {alarms} |")  # fmt: skip
     with_s, without = figures["runs"]["with sound"], figures["runs"]["picture only"]
     per_hour = {label: 3600 * r["wall"]["video"] / max(r["seconds"]["video"], 1e-9)
                 for label, r in (("with", with_s), ("without", without))}  # fmt: skip
     audio_only = 3600 * with_s["wall"]["audio_only"] / max(with_s["seconds"]["audio_only"], 1e-9)
+    sound_share = 3600 * with_s["sound_stages"] / max(with_s["seconds"]["video"], 1e-9)
     hashes = figures["hashes_per_s"]
     errors = figures["span_errors"]
     lines += [
         "",
         f"Cost per hour of query video (describe + match, same run): {per_hour['with']:.0f} s with "
-        f"the sound against {per_hour['without']:.0f} s for the picture alone: the sound adds "
-        f"**{100 * (per_hour['with'] / per_hour['without'] - 1):+.1f}%**. Queries that are only "
-        f"sound: {audio_only:.1f} s per hour.  ",
+        f"the sound against {per_hour['without']:.0f} s for the picture alone "
+        f"({100 * (per_hour['with'] / per_hour['without'] - 1):+.1f}%); the sound's own stages "
+        f"(decode, fingerprint, search) took {sound_share:.1f} s per hour: "
+        f"**{100 * sound_share / per_hour['without']:.1f}%** "
+        f"of the picture's cost. Queries that are only sound: {audio_only:.1f} s per hour.  ",
         f"Reference sound: {hashes:.0f} hashes per second: {hashes * 3600 * 8 / 1e6:.1f} MB per "
         f"hour in the descriptor files (hash and time, int32) and {hashes * 3600 * 12 / 1e6:.1f} "
         f"MB per hour in a coded segment's postings (hash, reference, time).  ",
@@ -411,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         figures = run(data, load_config(), Path(tmp))
+    peer = run_chromaprint(data)
+    if peer is not None:
+        figures["runs"]["Chromaprint (peer)"] = {**peer, "errors": {}}
     truth = read_segments(data / "gt.csv")
     scored = {label: _score(truth, r["boxes"], figures["families"])
               for label, r in figures["runs"].items()}  # fmt: skip

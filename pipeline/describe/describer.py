@@ -204,14 +204,18 @@ class Describer:
         only descriptors outlive a window. A video shorter than one window is one window."""
         video_id = video_id or video_id_for(path)
         window = max(1, round(self.config.streaming.window_s * self.config.decode.fps))
-        started = time.perf_counter()
         native = keeps_native(self.config, views)
+        opened = time.perf_counter()
         sound = self._sound(path, query=views)
+        opening = {"audio": time.perf_counter() - opened}  # counted with the first window's
+        started = time.perf_counter()
         try:
             for sampled in decode_windows(path, self.config.decode, window, native):
                 decode_s = time.perf_counter() - started
                 features = self.describe_sampled(sampled, video_id, views, decode_s)
                 if sound is not None:  # the soundtrack up to the window's end, alongside
+                    features.timings.update(opening)
+                    opening = {}
                     features.audio = window_sound(features.timings, sampled, sound)
                 yield features
                 started = time.perf_counter()
