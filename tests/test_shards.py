@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.index import ReferenceIndex
+from pipeline.records import AudioPrint
 from tests.helpers import synthetic_features
 from workers.shards import RayShards
 
@@ -22,6 +23,9 @@ def test_sharded_search_equals_one_node_and_survives_a_killed_shard(tmp_path, ra
 
     config = load_config(overrides={"index": {"kind": kind, "min_train_vectors": 256, "shards": 2}})
     refs = [synthetic_features(f"s{i}", 250, seed=i) for i in range(12)]
+    rng = np.random.default_rng(1)
+    for ref in refs:  # soundtracks too: their postings live in the shards' segments
+        ref.audio = AudioPrint(rng.integers(0, 1 << 22, 500), np.arange(500) * 2)
     with ReferenceIndex(tmp_path, config=config.index) as index:
         for ref in refs:
             index.add([(ref, ref.video_id)])
@@ -32,6 +36,9 @@ def test_sharded_search_equals_one_node_and_survives_a_killed_shard(tmp_path, ra
         probes = np.concatenate([r.embeddings[::25] for r in refs])
         probes += 0.05 * np.random.default_rng(0).standard_normal(probes.shape).astype(np.float32)
         expected = index.searcher.search(probes, 20)
+        heard = np.concatenate([r.audio.hashes[::10] for r in refs])
+        expected_audio = sorted(zip(*(a.tolist() for a in index.search_audio(heard)), strict=True))
+        assert len(expected_audio) >= len(heard)
 
     shards = RayShards.start(tmp_path, config)
     try:
@@ -39,6 +46,8 @@ def test_sharded_search_equals_one_node_and_survives_a_killed_shard(tmp_path, ra
         got = shards.search(probes, 20)
         np.testing.assert_array_equal(got[1], expected[1])
         np.testing.assert_array_equal(got[0], expected[0])
+        got_audio = sorted(zip(*(a.tolist() for a in shards.search_audio(heard)), strict=True))
+        assert got_audio == expected_audio
 
         pid = ray.get(shards.actors[1].pid.remote())
         os.kill(pid, signal.SIGKILL)  # Ray restarts it; it reloads its shard

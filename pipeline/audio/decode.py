@@ -25,6 +25,9 @@ from pipeline.audio.fingerprint import (
 log = logging.getLogger(__name__)
 
 MAX_GAP_S = 30.0  # a jump in audio timestamps beyond this is a broken stamp, not silence
+# Decoded frames (~1,024 samples each) are resampled a second at a time: resampling frame by
+# frame cost 60% more than decoding (per-call overhead), 3.3 against 2.0 s per hour of sound.
+RESAMPLE_CHUNK_S = 1.0
 SILENT = 1e-3  # peak amplitude (full scale 1) below which a soundtrack is silent
 
 
@@ -46,10 +49,11 @@ class AudioReader:
         self.status = "ok"
         self.corrupt = 0
         self.loudest = 0.0
-        self.decoded_s = 0.0  # seconds of audio placed so far (from the file's start)
+        self.decoded_s = 0.0  # seconds of audio read so far (from the file's start), gaps included
         self._container = None
         self._frames = None
         self._resampler = None
+        self._fifo = None  # decoded, not yet resampled
         self._done = False
         self._open()
 
@@ -68,6 +72,7 @@ class AudioReader:
         stream.thread_type = "AUTO"
         self._frames = self._decode(stream)
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self._fifo = av.AudioFifo()
 
     def _decode(self, stream):
         import av
@@ -98,14 +103,17 @@ class AudioReader:
             try:
                 frame = next(self._frames)
             except StopIteration:
+                pieces += self._drain(last=True)
                 self._finish_stream()
                 break
             except Exception as exc:  # the demuxer gave up mid-file: keep what was read
                 log.warning("%s: audio stops at %.1fs: %s", self.path, self.decoded_s, exc)
+                pieces += self._drain(last=True)
                 self._finish_stream()
                 break
             pieces += self._place(frame)
             if self.decoded_s > self.max_duration_s:
+                pieces += self._drain(last=True)
                 self._finish_stream()
         samples = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         if len(samples):
@@ -113,21 +121,42 @@ class AudioReader:
         return samples
 
     def _place(self, frame) -> list[np.ndarray]:
-        """The frame's samples, after silence for any gap before it."""
+        """Queue the frame; silence first for any gap before it. Returns what is resampled."""
         out = []
         start = frame.time if frame.time is not None else self.decoded_s
         if self.origin is None:
             self.origin = start
-        start -= self.origin
-        gap = start - self.decoded_s
+        gap = start - self.origin - self.decoded_s
         if 0.05 < gap <= MAX_GAP_S:
+            out += self._drain(last=False)
             out.append(np.zeros(round(gap * SAMPLE_RATE), np.float32))
             self.decoded_s += gap
-        for resampled in self._resampler.resample(frame):
-            samples = resampled.to_ndarray().reshape(-1).astype(np.float32)
-            out.append(samples)
-            self.decoded_s += len(samples) / SAMPLE_RATE
+        frame.pts = None  # placed here, by the running count
+        try:
+            self._fifo.write(frame)
+        except ValueError:  # the stream changed its format mid-way: a queue for the new one
+            out += self._drain(last=False)
+            self._fifo = type(self._fifo)()
+            self._fifo.write(frame)
+        self.decoded_s += frame.samples / frame.sample_rate
+        chunk = round(RESAMPLE_CHUNK_S * frame.sample_rate)
+        while self._fifo.samples >= chunk:
+            out += self._resample(self._fifo.read(chunk))
         return out
+
+    def _drain(self, last: bool) -> list[np.ndarray]:
+        """What is queued, resampled (and, when ``last``, what the resampler holds back)."""
+        out = []
+        if self._fifo is not None and self._fifo.samples:
+            out += self._resample(self._fifo.read())
+        if last and self._resampler is not None:
+            out += self._resample(None)
+        return out
+
+    def _resample(self, frame) -> list[np.ndarray]:
+        return [
+            r.to_ndarray().reshape(-1).astype(np.float32) for r in self._resampler.resample(frame)
+        ]
 
     def _finish_stream(self) -> None:
         self._done = True
