@@ -314,3 +314,13 @@ def test_compaction_and_removal_keep_the_sound_searchable_and_forget_the_removed
     assert index.info()["audio"]["postings_bytes"] > 0
     index.compact()  # the tombstone goes, and with it r3's postings
     assert gone not in heard("r3") and index.get("r5").num in heard("r5")
+
+
+def test_the_report_timeline_has_a_sound_lane_for_what_the_sound_found():
+    from pipeline.review.report.figures import timeline_svg
+
+    seen = {"query_start": 0, "query_end": 5, "reference_start": 3, "reference_end": 8}
+    heard = {**seen, "modality": "audio"}
+    assert 'class="sound"' in timeline_svg([heard], 10.0, 20.0)
+    assert 'class="sound"' in timeline_svg([{**seen, "modality": "both"}], 10.0, 20.0)
+    assert 'class="sound"' not in timeline_svg([seen], 10.0, 20.0)  # the picture's alone

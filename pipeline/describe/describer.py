@@ -43,10 +43,13 @@ def open_sound(path: str | Path, config: Config, query: bool) -> AudioReader | N
     return AudioReader(path, config.decode.max_duration_s, density)
 
 
-def window_sound(features: VideoFeatures, sampled: SampledFrames, sound: AudioReader) -> AudioPrint:
-    """The soundtrack's hashes up to the end of ``sampled`` (every one left after the last)."""
+def window_sound(
+    timings: dict[str, float], sampled: SampledFrames, sound: AudioReader
+) -> AudioPrint:
+    """The soundtrack's hashes up to the end of ``sampled`` (every one left after the last),
+    the time it took added to ``timings``."""
     last = float(sampled.ends[-1]) >= sampled.duration - 1e-6
-    return _timed(features, sound, None if last else float(sampled.ends[-1]))
+    return _timed(timings, sound, None if last else float(sampled.ends[-1]))
 
 
 def sound_only(

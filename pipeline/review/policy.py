@@ -72,9 +72,10 @@ def passes(policy: AlertPolicy, match: Match, amounts: dict, bank: Bank | None =
 
 
 def weighed_score(policy: AlertPolicy, match: Match) -> float:
-    """The match's score for the policy: its best segment's, a segment found by the sound alone
-    counted at ``audio_weight``."""
-    if not match.segments:
+    """The match's score for the policy: its own, unless some segment was found by the sound
+    alone and ``audio_weight`` discounts it: then the best segment's, such segments weighed."""
+    heard_only = any(s.modality == "audio" for s in match.segments)
+    if policy.audio_weight == 1.0 or not heard_only:
         return match.score
     weight = {"audio": policy.audio_weight}
     return max(s.score * weight.get(s.modality, 1.0) for s in match.segments)

@@ -11,6 +11,11 @@ it, because no later frame can extend it. ``add`` returns the references whose f
 segments grew, so a service can alert while the upload is still being read; ``finish``
 aligns what is still open and refines every span as the whole-video path does.
 
+Each window's soundtrack hashes (``VideoFeatures.audio``) are searched too: their votes gather
+per reference (pipeline/audio/match.py) and the audio segments they make are fused into the
+picture's matches (pipeline/audio/fuse.py), or stand as matches of their own, early and final
+alike.
+
 Only the windows an alignment may still need are kept, so memory stays flat however long the
 query. A video of one window goes through exactly the whole-video path: the same candidates,
 one alignment over all its frames, the same refinement.
