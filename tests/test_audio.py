@@ -207,6 +207,11 @@ def test_a_file_that_is_only_sound_is_a_reference_and_a_query(sounded):
     )
     with pytest.raises(VideoDecodeError, match=r"audio-only file.*no fingerprint: silent"):
         detector.describe(hush)
+    short = CopyDetector(
+        load_config(overrides={"decode": {"max_duration_s": 5.0}}), embedder=detector.embedder
+    )
+    with pytest.raises(VideoDecodeError, match="duration over limit"):  # as a long video is
+        short.describe(query)
 
 
 def test_no_audio_silence_and_corrupt_packets_leave_the_picture_path_alone(sounded, clips):

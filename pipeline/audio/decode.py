@@ -115,6 +115,7 @@ class AudioReader:
             if self.decoded_s > self.max_duration_s:
                 pieces += self._drain(last=True)
                 self._finish_stream()
+                self.status = "duration over limit"  # what was read is kept
         samples = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         if len(samples):
             self.loudest = max(self.loudest, float(np.abs(samples).max()))

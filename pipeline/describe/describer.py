@@ -64,6 +64,9 @@ def sound_only(
         fps=config.decode.fps, preprocess=preprocess_id(config),
     )  # fmt: skip
     features.audio = _timed(features.timings, sound, None)
+    if sound.status == "duration over limit":  # as the picture's probe refuses a long video
+        limit = f"{config.decode.max_duration_s:.1f}s"
+        raise VideoDecodeError(path, "duration over limit", f"its sound runs past {limit}")
     if not len(features.audio):
         raise VideoDecodeError(
             path, AUDIO_ONLY, f"its sound gives no fingerprint: {sound.summary()}"
