@@ -8,9 +8,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.audio.fuse import fuse
+from pipeline.audio.match import pair_segments
 from pipeline.config import Config
 from pipeline.describe.describer import Describer
 from pipeline.describe.embed import Embedder
@@ -100,16 +103,25 @@ class CopyDetector:
         return self.query_windows(self.describe_windows(path), index, on_window, banks=banks)
 
     def match(self, query_path: str | Path, reference_path: str | Path) -> QueryResult:
-        """Compare two files directly, without an index."""
+        """Compare two files directly, without an index: their pictures, then their sound."""
         query = self.describe(query_path)
         reference = self.describe(reference_path, views=False)
-        match = self.align_pair(query, reference)
+        pictured = len(query) > 0 and len(reference) > 0  # a file may be only sound
+        match = self.align_pair(query, reference) if pictured else None
         durations = {reference.video_id: reference.duration}
         matches = self.stages.refiner.refine([match], query, durations) if match else []
+        if query.audio is not None and reference.audio is not None:
+            heard = pair_segments(query.audio, reference.audio, self.config.audio, query.duration)
+            if heard:
+                found = matches[0] if matches else Match(reference.video_id, reference.path, 0, [])
+                segments = fuse(found.segments, heard, reference.duration)
+                best = max(s.score for s in segments)
+                matches = [dataclasses.replace(found, segments=segments, score=best)]
         return QueryResult(
             query_id=query.video_id,
             query_path=query.path,
             duration=round(query.duration, 3),
             matches=matches,
             timings=query.timings,
+            audio=query.audio.status if query.audio is not None else None,
         )

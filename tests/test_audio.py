@@ -187,6 +187,10 @@ def test_the_soundtrack_under_other_pictures_is_found_by_its_sound(sounded, clip
     assert abs(segment.query_start - 0.0) < 0.5 and abs(segment.query_end - 15.0) < 1.0
     assert abs(segment.reference_start - 8.0) < 0.5
     assert result.to_dict()["matches"][0]["segments"][0]["modality"] == "audio"
+    # `copyspan match` compares the two files, sound included, with no index.
+    (direct,) = detector.match(query, root / "refs" / "treemusic.mp4").matches
+    assert direct.segments[0].modality == "audio"
+    assert abs(direct.segments[0].reference_start - 8.0) < 0.5
     # The picture alone finds nothing: it is the sound that carries this copy.
     picture_only = CopyDetector(
         load_config(overrides={"audio": {"enabled": False}}), embedder=detector.embedder

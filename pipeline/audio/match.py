@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.audio.fingerprint import HOP_S
+from pipeline.audio.postings import Postings
 from pipeline.config import AudioConfig
-from pipeline.records import Segment
+from pipeline.records import AudioPrint, Segment
 
 KEEP_VOTES = 3  # votes at one offset within one window for its hits to be kept
 VOTE_SCALE = 20.0
@@ -99,6 +100,18 @@ class AudioVotes:
                 )
                 found.append((len(run), segment))
         return _with_alternatives(found, config.max_segments)
+
+
+def pair_segments(
+    query: AudioPrint, reference: AudioPrint, config: AudioConfig, query_end_s: float
+) -> list[Segment]:
+    """The audio segments of one (query, reference) pair, without an index (``copyspan match``)."""
+    positions, nums, times = Postings.build([(0, reference.hashes, reference.times)]).lookup(
+        query.hashes
+    )
+    votes = AudioVotes()
+    votes.add(query.times[positions].astype(np.int64), nums, times)
+    return votes.segments(0, config, query_end_s)
 
 
 def _longest(candidates: np.ndarray, query: np.ndarray, offsets: np.ndarray) -> int:
