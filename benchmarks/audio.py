@@ -483,16 +483,95 @@ def render(tag: str, command: str, figures: dict, scored: dict[str, dict]) -> st
     return "\n".join(lines)
 
 
+# ---- a long upload: memory with and without the sound ----------------------------------------
+
+
+def long_upload(hours: float, data: Path, out: Path) -> dict:
+    """One upload of ``hours`` (held-out footage under other music, a reference's soundtrack
+    copied for 60 s in its middle), queried by ``copyspan query`` in a fresh process with the
+    sound and without: peak RSS, wall time, and what it found."""
+    import subprocess
+    import sys
+
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = hours * 3600
+    middle = round(seconds / 2)
+    upload = out / f"upload-{hours:g}h.mp4"
+    reference = sorted((data / "references").glob("av0_*.mp4"))[0]
+    other = next(iter(music().values()))
+    if not upload.exists():
+        pictures = {**clips(), **extra_clips()}
+        w, h = SIZE
+        graph = (f"[1:a]atrim=0:{middle},asetpts=N/SR/TB[a1];[2:a]atrim=0:60,asetpts=N/SR/TB[a2];"
+                 f"[3:a]atrim=0:{seconds - middle - 60},asetpts=N/SR/TB[a3];"
+                 "[a1][a2][a3]concat=n=3:v=0:a=1[a]")  # fmt: skip
+        run_ffmpeg(["-stream_loop", "-1", "-i", str(pictures["Megamind"]),
+                    "-stream_loop", "-1", "-i", str(other), "-i", str(reference),
+                    "-stream_loop", "-1", "-i", str(other), "-filter_complex", graph,
+                    "-map", "0:v", "-map", "[a]", "-t", f"{seconds:.0f}",
+                    "-vf", f"scale={w}:{h},fps=25", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-c:a", "aac", "-b:a", "96k", str(upload)])  # fmt: skip
+    copyspan = str(Path(sys.executable).parent / "copyspan")
+    index = out / "index"
+    if not (index / "catalog.sqlite").exists():
+        subprocess.run([copyspan, "index", "add", str(data / "references"), "--index", str(index),
+                        "-q"], check=True, capture_output=True)  # fmt: skip
+    silent = out / "picture-only.yaml"
+    silent.write_text("audio:\n  enabled: false\n")
+    measured = {}
+    for label, extra in (("with sound", []), ("picture only", ["--config", str(silent)])):
+        probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+                 "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+                 "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN)"
+                 ".ru_maxrss); print(r.stdout)")  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", probe, copyspan, "query", str(upload),
+                               "--index", str(index), "--json", "-q", *extra],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        head, result = done.stdout.split("\n", 2)[:2]
+        wall, rss_kb = head.split()
+        found = json.loads(result)
+        segments = [(m["reference_id"], s) for m in found["matches"] for s in m["segments"]]
+        measured[label] = {"wall": float(wall), "rss_gb": int(rss_kb) / 2**20,
+                           "segments": segments, "audio": found["query"].get("audio")}  # fmt: skip
+    return {"hours": hours, "middle": middle, "reference": reference.stem, **measured}
+
+
+def render_long(tag: str, command: str, long: dict) -> str:
+    lines = section_header(tag, command)
+    lines += ["", f"One {long['hours']:g}-hour upload at 640x360 (held-out footage under other "
+              f"music; {long['reference']}'s soundtrack copied at {long['middle']} s for 60 s), "
+              "`copyspan query` in a fresh process:", "",
+              "| | peak RSS | wall | found |", "| --- | --- | --- | --- |"]  # fmt: skip
+    for label in ("with sound", "picture only"):
+        run = long[label]
+        found = "; ".join(f"{ref} {s['query_start']:.1f}-{s['query_end']:.1f} s ({s['modality']})"
+                          for ref, s in run["segments"]) or "nothing"  # fmt: skip
+        lines.append(f"| {label} | {run['rss_gb']:.2f} GB | {run['wall']:.0f} s | {found} |")
+    lines.append(f"<!-- /bench:{tag} -->")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--long-hours", type=float, default=0.0, help="instead: one upload this long, its memory"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     data = args.data or REPO / "data" / f"audio-seed{args.seed}"
     if not (data / "dataset.json").exists():
         build(args.seed, data)
+    if args.long_hours:
+        long = long_upload(args.long_hours, data, REPO / "data" / "audio-long")
+        tag, command = (
+            f"audio-long-{args.long_hours:g}h",
+            f"python -m benchmarks.audio --seed {args.seed} --long-hours {args.long_hours:g}",
+        )
+        publish(tag, render_long(tag, command, long), write=not args.no_write)
+        return 0
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
