@@ -10,6 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def short_reason(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), at most 200
+    characters: what a recorded failure says about a third-party error."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
 class CopyspanError(Exception):
     """Base class of every error copyspan raises on purpose."""
 

@@ -264,6 +264,10 @@ class Segment:
     # What the segment rests on: "video" (frames), "audio" (soundtrack hashes) or "both".
     modality: str = "video"
 
+    def overlaps(self, other: Segment) -> bool:
+        """Whether the two share query time (the same copied stretch of the upload)."""
+        return self.query_start < other.query_end and other.query_start < self.query_end
+
     @property
     def speed(self) -> float:
         """Reference seconds per query second (above 1: the copy plays faster)."""

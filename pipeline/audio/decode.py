@@ -21,6 +21,7 @@ from pipeline.audio.fingerprint import (
     Density,
     StreamingFingerprinter,
 )
+from pipeline.errors import short_reason
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class AudioReader:
         try:
             self._container = av.open(self.path, metadata_errors="ignore")
         except Exception as exc:  # PyAV raises many error types for unreadable input
-            self._stop(f"audio unreadable: {_short(exc)}")
+            self._stop(f"audio unreadable: {short_reason(exc)}")
             return
         if not self._container.streams.audio:
             self._stop("no audio")
@@ -85,10 +86,7 @@ class AudioReader:
 
     def _stop(self, status: str) -> None:
         self.status = status
-        self._done = True
-        if self._container is not None:
-            self._container.close()
-            self._container = None
+        self._finish_stream()
 
     def until(self, end_s: float | None) -> AudioPrint:
         """Decode up to ``end_s`` (None: to the end); the hashes settled by then."""
@@ -195,8 +193,3 @@ def segment_samples(path: str | Path, seconds: float) -> tuple[np.ndarray, str]:
     want = round(seconds * SAMPLE_RATE)
     samples = np.pad(samples[:want], (0, max(0, want - len(samples))))
     return samples.astype(np.float32), reader.summary()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]

@@ -28,7 +28,7 @@ def fuse(video: list[Segment], audio: list[Segment], reference_s: float = 0.0) -
             sound = _clipped(sound, reference_s)
             if sound is None:
                 continue
-        overlapping = [i for i, v in enumerate(fused) if _overlap(v, sound)]
+        overlapping = [i for i, v in enumerate(fused) if v.overlaps(sound)]
         same_place = [i for i in overlapping if _same_place(fused[i], sound)]
         if same_place:
             for i in same_place:
@@ -85,7 +85,3 @@ def _clipped(sound: Segment, reference_s: float) -> Segment | None:
     if sound.query_end - over <= sound.query_start:
         return None
     return dataclasses.replace(sound, query_end=sound.query_end - over, reference_end=reference_s)
-
-
-def _overlap(a: Segment, b: Segment) -> bool:
-    return a.query_start < b.query_end and b.query_start < a.query_end

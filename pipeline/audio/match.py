@@ -63,9 +63,6 @@ class AudioVotes:
             kept.append(int(num))
         return kept
 
-    def __contains__(self, num: int) -> bool:
-        return num in self.hits
-
     def segments(self, num: int, config: AudioConfig, query_end_s: float) -> list[Segment]:
         """The copied stretches of sound against reference ``num``, best first."""
         parts = self.hits.get(num)
@@ -138,7 +135,7 @@ def _with_alternatives(found: list[tuple[int, Segment]], limit: int) -> list[Seg
     alternatives."""
     kept: list[tuple[int, Segment]] = []
     for votes, segment in found:
-        same = next((i for i, (_, k) in enumerate(kept) if _overlap(k, segment)), None)
+        same = next((i for i, (_, k) in enumerate(kept) if k.overlaps(segment)), None)
         if same is None:
             kept.append((votes, segment))
         elif votes >= ALTERNATIVE_SHARE * kept[same][0]:
@@ -150,7 +147,3 @@ def _with_alternatives(found: list[tuple[int, Segment]], limit: int) -> list[Seg
 
 def _add_alternative(segment: Segment, alternative: tuple[float, float]) -> Segment:
     return dataclasses.replace(segment, alternatives=(*segment.alternatives, alternative))
-
-
-def _overlap(a: Segment, b: Segment) -> bool:
-    return a.query_start < b.query_end and b.query_start < a.query_end

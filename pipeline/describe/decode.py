@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from pipeline.config import DecodeConfig
-from pipeline.errors import VideoDecodeError
+from pipeline.errors import VideoDecodeError, short_reason
 from pipeline.records import NativeFrames, SampledFrames
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def probe(path: Path, config: DecodeConfig) -> VideoInfo:
     except VideoDecodeError:
         raise
     except Exception as exc:  # PyAV raises many error types for unreadable input
-        raise VideoDecodeError(path, "not a video or corrupt", _short(exc)) from exc
+        raise VideoDecodeError(path, "not a video or corrupt", short_reason(exc)) from exc
     if width <= 0 or height <= 0:
         raise VideoDecodeError(path, "video has no frame size")
     if width * height > config.max_pixels:
@@ -117,11 +117,6 @@ def _stream_duration(container, stream) -> float:
     if container.duration is not None:
         return container.duration / 1_000_000
     return 0.0
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
 
 
 def target_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -364,13 +359,15 @@ def decode_windows(
         except VideoDecodeError:
             raise
         except Exception as exc:  # decord raises its own error types, or mistimes: use PyAV
-            log.info("%s cannot be trusted on %s (%s); using PyAV", reader.name, path, _short(exc))
+            log.info(
+                "%s cannot be trusted on %s (%s); using PyAV", reader.name, path, short_reason(exc)
+            )
     try:
         yield from PyAVReader().windows(path, info, config, size, skip=delivered, native=native)
     except VideoDecodeError:
         raise
     except Exception as exc:
-        raise VideoDecodeError(path, "corrupt video", _short(exc)) from exc
+        raise VideoDecodeError(path, "corrupt video", short_reason(exc)) from exc
 
 
 def decode_video(path: str | Path, config: DecodeConfig) -> SampledFrames:

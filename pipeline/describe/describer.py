@@ -212,7 +212,7 @@ class Describer:
         window = max(1, round(self.config.streaming.window_s * self.config.decode.fps))
         native = keeps_native(self.config, views)
         opened = time.perf_counter()
-        sound = self._sound(path, query=views)
+        sound = open_sound(path, self.config, query=views)
         opening = {"audio": time.perf_counter() - opened}  # counted with the first window's
         started = time.perf_counter()
         try:
@@ -228,18 +228,11 @@ class Describer:
         except VideoDecodeError as exc:
             if exc.reason != AUDIO_ONLY or sound is None:
                 raise
-            yield self._sound_only(path, video_id, sound)
+            embedder = self.embedder
+            yield sound_only(path, video_id, sound, embedder.dim, embedder.model_id, self.config)
         finally:
             if sound is not None:
                 sound.close()
-
-    def _sound(self, path: str | Path, query: bool) -> AudioReader | None:
-        return open_sound(path, self.config, query)
-
-    def _sound_only(self, path: str | Path, video_id: str, sound: AudioReader) -> VideoFeatures:
-        return sound_only(
-            path, video_id, sound, self.embedder.dim, self.embedder.model_id, self.config
-        )
 
     def describe_with_edits(
         self, path: str | Path, video_id: str | None = None

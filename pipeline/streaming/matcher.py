@@ -247,7 +247,7 @@ class StreamingQuery:
             if not last and segment.query_end > horizon:
                 still_open = True  # later frames may extend it
                 continue
-            if any(_overlap(segment, known) for known in kept):
+            if any(segment.overlaps(known) for known in kept):
                 continue  # found again by an overlapping stretch
             kept.append(segment)
             grew = True
@@ -268,10 +268,6 @@ class StreamingQuery:
         segment's stretch."""
         keep_from = min([self.window_starts[-1], *self.open.values()])
         self.parts = [(f, p) for f, p in self.parts if f + len(p) > keep_from]
-
-
-def _overlap(a: Segment, b: Segment) -> bool:
-    return a.query_start < b.query_end and b.query_start < a.query_end
 
 
 def query_in_windows(
@@ -327,7 +323,7 @@ def merge_crops(found: list[tuple[str, Match]]) -> list[Match]:
         first = variants[0][1]
         segments = list(first.segments)
         for _, match in variants[1:]:
-            segments += [s for s in match.segments if not any(_overlap(s, k) for k in segments)]
+            segments += [s for s in match.segments if not any(s.overlaps(k) for k in segments)]
         best = max(match.score for _, match in variants)
         merged.append(dataclasses.replace(first, score=best, segments=sorted(segments, key=_start)))
     return sorted(merged, key=lambda m: -m.score)
